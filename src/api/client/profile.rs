@@ -1,0 +1,76 @@
+//! Profiles: the whole profile and single fields (displayname, avatar_url, extended fields).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Map, Value, json};
+
+use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::error::{Error, Result};
+
+fn profile_of(state: &AppState, raw_user: &str) -> Result<(ruma::OwnedUserId, Map<String, Value>)> {
+    let user_id = parse_user_id(raw_user)?;
+    if user_id.server_name() != state.config.server_name.as_str() {
+        return Err(Error::NotFound("profiles of other servers are not available".into()));
+    }
+    if !state.is_active_user(&user_id)? {
+        return Err(Error::NotFound("no such user".into()));
+    }
+    let profile = state.profiles.get(&user_id)?;
+    Ok((user_id, profile))
+}
+
+pub async fn get_all(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(user): Path<String>,
+) -> Result<Json<Value>> {
+    let (_, profile) = profile_of(&state, &user)?;
+    Ok(Json(Value::Object(profile)))
+}
+
+pub async fn get_field(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path((user, field)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let (_, profile) = profile_of(&state, &user)?;
+    let value = profile
+        .get(&field)
+        .ok_or_else(|| Error::NotFound(format!("{field} is not set")))?;
+    Ok(Json(json!({ field: value })))
+}
+
+fn own_profile(auth: &crate::service::sessions::Authed, user: &str) -> Result<ruma::OwnedUserId> {
+    let user_id = parse_user_id(user)?;
+    if user_id != auth.user_id {
+        return Err(Error::Forbidden("you can only change your own profile".into()));
+    }
+    Ok(user_id)
+}
+
+pub async fn set_field(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((user, field)): Path<(String, String)>,
+    JsonBody(_, body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let user_id = own_profile(&auth, &user)?;
+    let value = body
+        .get(&field)
+        .cloned()
+        .ok_or_else(|| Error::MissingParam(format!("the body must contain {field}")))?;
+    state.profiles.set_field(&user_id, &field, value)?;
+    state.store.durable().await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_field(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((user, field)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let user_id = own_profile(&auth, &user)?;
+    state.profiles.set_field(&user_id, &field, Value::Null)?;
+    state.store.durable().await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,125 @@
+//! Request extractors: client IP, access-token authentication, and JSON bodies that fail with
+//! Matrix errors (`M_NOT_JSON`, `M_BAD_JSON`, `M_TOO_LARGE`) instead of axum's plain-text ones.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::service::Services;
+use crate::service::sessions::Authed;
+
+pub type AppState = Arc<Services>;
+
+/// The peer address of the connection.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Ok(ClientIp(ip))
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    // Deprecated, but still sent by some clients.
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Authed>> {
+    let Some(token) = bearer_token(parts) else {
+        return Ok(None);
+    };
+    let authed = state.sessions.authenticate(&token)?;
+    let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+    state.devices.touch(&authed.user_id, &authed.device_id, &ip)?;
+    tracing::Span::current().record("user", authed.user_id.as_str());
+    Ok(Some(authed))
+}
+
+/// A request with a valid access token.
+pub struct Auth(pub Authed);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        authenticate(parts, state)
+            .await?
+            .map(Auth)
+            .ok_or(Error::MissingToken)
+    }
+}
+
+/// A request that may carry an access token (if it does, the token must be valid).
+pub struct MaybeAuth(pub Option<Authed>);
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        Ok(MaybeAuth(authenticate(parts, state).await?))
+    }
+}
+
+/// A JSON object body deserialized into `T`; the raw object is kept for extension fields. An
+/// empty body counts as `{}`.
+pub struct JsonBody<T>(pub T, pub Value);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let limit = state.config.max_request_body_bytes;
+        let too_large = || Error::TooLarge(format!("the request body exceeds {limit} bytes"));
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::NotJson(format!("the body is not valid JSON: {e}")))?
+        };
+        if !value.is_object() {
+            return Err(Error::BadJson("the body must be a JSON object".into()));
+        }
+        let parsed = serde_json::from_value(value.clone())
+            .map_err(|e| Error::BadJson(format!("invalid request body: {e}")))?;
+        Ok(JsonBody(parsed, value))
+    }
+}
+
+/// Parses a user ID from a path or body, with `M_INVALID_PARAM` when it is not one.
+pub fn parse_user_id(raw: &str) -> Result<ruma::OwnedUserId> {
+    ruma::UserId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid user ID: {e}")))
+}

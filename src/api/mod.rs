@@ -1,0 +1,119 @@
+//! HTTP routing: every endpoint, the fallbacks, and the layers (CORS, tracing).
+
+pub mod client;
+pub mod extract;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, Method, header};
+use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::Error;
+use extract::AppState;
+
+pub fn router(state: AppState) -> Router {
+    use client::*;
+    let v3 = |path: &str| format!("/_matrix/client/v3{path}");
+    let mfa = |path: &str| format!("/_matrix/client/unstable/org.roost.mfa{path}");
+    Router::new()
+        .route("/health", get(discovery::health))
+        .route("/_matrix/client/versions", get(discovery::versions))
+        .route("/.well-known/matrix/client", get(discovery::well_known_client))
+        .route("/.well-known/matrix/server", get(discovery::well_known_server))
+        .route(&v3("/capabilities"), get(discovery::capabilities))
+        .route(&v3("/login"), get(session::login_flows).post(session::login))
+        .route(&v3("/logout"), post(session::logout))
+        .route(&v3("/logout/all"), post(session::logout_all))
+        .route(&v3("/refresh"), post(session::refresh))
+        .route(&v3("/register"), post(register::register))
+        .route(&v3("/register/available"), get(register::available))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(register::token_validity),
+        )
+        .route(
+            &v3("/register/email/requestToken"),
+            post(threepid::request_token_register),
+        )
+        .route(&v3("/account/whoami"), get(account::whoami))
+        .route(&v3("/account/password"), post(account::change_password))
+        .route(
+            &v3("/account/password/email/requestToken"),
+            post(threepid::request_token_password),
+        )
+        .route(&v3("/account/deactivate"), post(account::deactivate))
+        .route(&v3("/account/3pid"), get(threepid::list))
+        .route(&v3("/account/3pid/add"), post(threepid::add))
+        .route(&v3("/account/3pid/delete"), post(threepid::delete))
+        .route(
+            &v3("/account/3pid/email/requestToken"),
+            post(threepid::request_token_add),
+        )
+        .route(
+            crate::service::threepid::SUBMIT_PATH,
+            get(threepid::submit_link).post(threepid::submit_json),
+        )
+        .route(&v3("/devices"), get(devices::list))
+        .route(
+            &v3("/devices/{device_id}"),
+            get(devices::get_one)
+                .put(devices::update)
+                .delete(devices::delete_one),
+        )
+        .route(&v3("/delete_devices"), post(devices::delete_many))
+        .route(&v3("/profile/{user_id}"), get(profile::get_all))
+        .route(
+            &v3("/profile/{user_id}/{field}"),
+            get(profile::get_field)
+                .put(profile::set_field)
+                .delete(profile::delete_field),
+        )
+        .route(
+            &mfa("/totp"),
+            get(mfa::status).post(mfa::enroll).delete(mfa::disable),
+        )
+        .route(&mfa("/totp/confirm"), post(mfa::confirm))
+        .fallback(|| async { Error::Unrecognized("unrecognized request".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    HeaderName::from_static("x-requested-with"),
+                ]),
+        )
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // The route template, never the URI: query strings may carry tokens.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        route,
+                        request_id = %crate::util::random_string(10),
+                        user = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .with_state(state)
+}

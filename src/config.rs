@@ -1,0 +1,618 @@
+//! Server configuration: TOML file, `ROOST_*` environment overrides, defaults and validation.
+//!
+//! Every key is documented in `config.example.toml`. Unknown keys and bad values fail start-up with
+//! an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "ROOST_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may register (with e-mail verification when `registration_requires_email`).
+    Open,
+    /// Registration needs a registration token (managed with `roost registration-token`).
+    Token,
+    /// Only administrators create accounts (CLI).
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP, no TLS (only for local relays and test servers).
+    None,
+    /// Plain connection upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server_name: String,
+    #[serde(deserialize_with = "string_or_list")]
+    pub listen: Vec<String>,
+    pub data_dir: PathBuf,
+    /// `None` means: `open` while every listener is on a loopback address, `closed` otherwise.
+    pub registration: Option<RegistrationMode>,
+    pub registration_requires_email: bool,
+    pub allow_guests: bool,
+    pub first_user_admin: bool,
+    /// Base URL that users reach the server at (links in e-mails). Default: `http://` + first listener.
+    pub public_baseurl: Option<String>,
+    pub max_request_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub well_known: WellKnownConfig,
+    pub auth: AuthConfig,
+    pub password: PasswordPolicy,
+    pub smtp: SmtpConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            listen: vec!["127.0.0.1:8008".into()],
+            data_dir: PathBuf::from("./roost-data"),
+            registration: None,
+            registration_requires_email: false,
+            allow_guests: false,
+            first_user_admin: false,
+            public_baseurl: None,
+            max_request_body_bytes: 1024 * 1024,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            well_known: WellKnownConfig::default(),
+            auth: AuthConfig::default(),
+            password: PasswordPolicy::default(),
+            smtp: SmtpConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WellKnownConfig {
+    /// `m.homeserver.base_url` in `/.well-known/matrix/client`; default: `public_baseurl`.
+    pub client_base_url: Option<String>,
+    /// `m.server` in `/.well-known/matrix/server` (e.g. `matrix.example.org:443`); unset: 404.
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC secret for access-token JWTs. Unset: generated on first start and kept in the store.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens issued to clients that support refresh tokens.
+    pub access_token_lifetime_secs: u64,
+    /// Lifetime of access tokens for clients without refresh support; 0 = no expiry (they are
+    /// still revoked at once by logout, password change, device deletion and deactivation).
+    pub non_refreshable_token_lifetime_secs: u64,
+    /// Lifetime of a refresh token (it is single-use and rotates on every refresh).
+    pub refresh_token_lifetime_secs: u64,
+    /// How long a user-interactive-auth session or a second-factor login challenge stays valid.
+    pub uia_session_lifetime_secs: u64,
+    /// Lifetime of e-mail validation tokens.
+    pub email_token_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_lifetime_secs: 300,
+            non_refreshable_token_lifetime_secs: 0,
+            refresh_token_lifetime_secs: 30 * 24 * 3600,
+            uia_session_lifetime_secs: 600,
+            email_token_lifetime_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub require_digit: bool,
+    pub require_letter: bool,
+    pub require_symbol: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            require_digit: false,
+            require_letter: false,
+            require_symbol: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Unset: e-mail is disabled (no verification, no reset by e-mail).
+    pub host: Option<String>,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+    /// Connection and command timeout.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            from: "Roost <roost@localhost>".into(),
+            timeout_secs: 20,
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Bucket {
+    const fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub login_per_ip: Bucket,
+    pub login_per_account: Bucket,
+    pub register_per_ip: Bucket,
+    pub email_request_per_ip: Bucket,
+    pub email_request_per_address: Bucket,
+    pub totp_per_account: Bucket,
+    pub totp_per_ip: Bucket,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_ip: Bucket::new(0.5, 10),
+            login_per_account: Bucket::new(0.2, 5),
+            register_per_ip: Bucket::new(0.2, 5),
+            email_request_per_ip: Bucket::new(0.05, 5),
+            email_request_per_address: Bucket::new(0.02, 3),
+            totp_per_account: Bucket::new(0.1, 5),
+            totp_per_ip: Bucket::new(0.2, 10),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `ROOST_*` environment overrides from `env`, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (name, raw) in overrides {
+            apply_env_override(&mut table, &defaults, &name, &raw)?;
+        }
+        Self::from_table(table)
+    }
+
+    /// Loads from the process environment.
+    pub fn load_from_process(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(path, std::env::vars())
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let value = toml::Value::Table(table);
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let key = if path == "." || path.is_empty() {
+                // Unknown top-level keys: serde names the key in the message.
+                unknown_key_from_message(&inner).unwrap_or_else(|| "(top level)".into())
+            } else {
+                match unknown_key_from_message(&inner) {
+                    Some(k) => format!("{path}.{k}"),
+                    None => path,
+                }
+            };
+            key_error(key, inner)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            return Err(key_error("server_name", "not a valid Matrix server name"));
+        }
+        if self.listen.is_empty() {
+            return Err(key_error("listen", "at least one address:port is needed"));
+        }
+        for addr in &self.listen {
+            addr.parse::<SocketAddr>()
+                .map_err(|_| key_error("listen", format!("`{addr}` is not an address:port")))?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(key_error("data_dir", "must not be empty"));
+        }
+        if let Some(url) = &self.public_baseurl {
+            check_http_url("public_baseurl", url)?;
+        }
+        if let Some(url) = &self.well_known.client_base_url {
+            check_http_url("well_known.client_base_url", url)?;
+        }
+        if self.max_request_body_bytes < 1024 {
+            return Err(key_error("max_request_body_bytes", "must be at least 1024"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(key_error("log_level", "not a valid log filter"));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.len() < 32 {
+                return Err(key_error("auth.jwt_secret", "must be at least 32 characters"));
+            }
+        }
+        if self.auth.access_token_lifetime_secs < 10 {
+            return Err(key_error(
+                "auth.access_token_lifetime_secs",
+                "must be at least 10 seconds",
+            ));
+        }
+        if self.auth.refresh_token_lifetime_secs < self.auth.access_token_lifetime_secs {
+            return Err(key_error(
+                "auth.refresh_token_lifetime_secs",
+                "must not be shorter than auth.access_token_lifetime_secs",
+            ));
+        }
+        if self.auth.uia_session_lifetime_secs < 30 {
+            return Err(key_error("auth.uia_session_lifetime_secs", "must be at least 30"));
+        }
+        if self.auth.email_token_lifetime_secs < 60 {
+            return Err(key_error("auth.email_token_lifetime_secs", "must be at least 60"));
+        }
+        if self.password.min_length == 0 || self.password.min_length > 512 {
+            return Err(key_error("password.min_length", "must be between 1 and 512"));
+        }
+        if self.smtp.host.is_some() {
+            if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(key_error("smtp.from", "not a valid e-mail mailbox"));
+            }
+            if self.smtp.username.is_some() != self.smtp.password.is_some() {
+                return Err(key_error(
+                    "smtp.password",
+                    "smtp.username and smtp.password go together",
+                ));
+            }
+        }
+        if self.registration_requires_email && self.smtp.host.is_none() {
+            return Err(key_error(
+                "registration_requires_email",
+                "needs e-mail to be configured (smtp.host)",
+            ));
+        }
+        let rl = &self.rate_limits;
+        for (name, b) in [
+            ("login_per_ip", rl.login_per_ip),
+            ("login_per_account", rl.login_per_account),
+            ("register_per_ip", rl.register_per_ip),
+            ("email_request_per_ip", rl.email_request_per_ip),
+            ("email_request_per_address", rl.email_request_per_address),
+            ("totp_per_account", rl.totp_per_account),
+            ("totp_per_ip", rl.totp_per_ip),
+        ] {
+            if !(b.per_second.is_finite() && b.per_second > 0.0) || b.burst == 0 {
+                return Err(key_error(
+                    format!("rate_limits.{name}"),
+                    "per_second must be > 0 and burst >= 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+
+    /// The registration mode in force: explicit, or derived from the listeners.
+    pub fn effective_registration(&self) -> RegistrationMode {
+        self.registration.unwrap_or_else(|| {
+            if self.listen_addrs().iter().all(|a| a.ip().is_loopback()) {
+                RegistrationMode::Open
+            } else {
+                RegistrationMode::Closed
+            }
+        })
+    }
+
+    /// Base URL for links that users follow (no trailing slash).
+    pub fn public_baseurl(&self) -> String {
+        match &self.public_baseurl {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let addr = self.listen.first().map(String::as_str).unwrap_or("127.0.0.1:8008");
+                format!("http://{addr}")
+            }
+        }
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        _ => Err(key_error(key, "must be an http(s) URL")),
+    }
+}
+
+fn unknown_key_from_message(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// `ROOST_RATE_LIMITS__ENABLED=false` sets `rate_limits.enabled`. The value is parsed as the type
+/// the key has in the defaults (string, integer, float, bool, list); lists may also be given
+/// comma-separated.
+fn apply_env_override(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    name: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_lowercase)
+        .collect();
+    let dotted = path.join(".");
+    if path.iter().any(String::is_empty) {
+        return Err(key_error(name, "malformed environment variable name"));
+    }
+    let mut default: Option<&toml::Value> = None;
+    let mut scope = Some(defaults);
+    for part in &path {
+        default = scope.and_then(|t| t.get(part));
+        scope = default.and_then(toml::Value::as_table);
+    }
+    let value = parse_env_value(default, raw)
+        .map_err(|m| key_error(dotted.clone(), format!("from {name}: {m}")))?;
+    let (last, parents) = path.split_last().ok_or_else(|| key_error(name, "empty key"))?;
+    let mut cursor = table;
+    for part in parents {
+        let entry = cursor
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| key_error(dotted.clone(), format!("`{part}` is not a table")))?;
+    }
+    cursor.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
+    use toml::Value;
+    let literal = || {
+        format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    Ok(match default {
+        Some(Value::String(_)) => Value::String(raw.to_owned()),
+        Some(Value::Boolean(_)) => Value::Boolean(match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("`{raw}` is not a boolean")),
+        }),
+        Some(Value::Integer(_)) => Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not an integer"))?,
+        ),
+        Some(Value::Float(_)) => Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not a number"))?,
+        ),
+        Some(Value::Array(_)) => match literal() {
+            Some(v @ Value::Array(_)) => v,
+            _ => Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        },
+        Some(Value::Table(_)) => return Err("names a table; set its keys instead".into()),
+        // Optional keys (no default): a TOML literal if it is one, else a string.
+        _ => match literal() {
+            Some(v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_))) => {
+                v
+            }
+            _ => Value::String(raw.to_owned()),
+        },
+    })
+}
+
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| key_error("tmp", e.to_string()))?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).map_err(|e| key_error("tmp", e.to_string()))?;
+        Config::load(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn defaults_work_for_a_newcomer() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.listen, vec!["127.0.0.1:8008"]);
+        assert_eq!(c.data_dir, PathBuf::from("./roost-data"));
+        assert_eq!(c.effective_registration(), RegistrationMode::Open);
+        assert!(c.rate_limits.enabled);
+    }
+
+    #[test]
+    fn registration_closed_by_default_off_loopback() {
+        let c = Config::load(None, env(&[("ROOST_LISTEN", "0.0.0.0:8008")])).unwrap();
+        assert_eq!(c.effective_registration(), RegistrationMode::Closed);
+        let c = Config::load(
+            None,
+            env(&[("ROOST_LISTEN", "0.0.0.0:8008"), ("ROOST_REGISTRATION", "open")]),
+        )
+        .unwrap();
+        assert_eq!(c.effective_registration(), RegistrationMode::Open);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_lists() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ROOST_RATE_LIMITS__ENABLED", "false"),
+                ("ROOST_LISTEN", "127.0.0.1:1,127.0.0.2:2"),
+                ("ROOST_SMTP__HOST", "127.0.0.1"),
+                ("ROOST_SMTP__PORT", "2525"),
+                ("ROOST_SERVER_NAME", "example.org"),
+                ("ROOST_RATE_LIMITS__LOGIN_PER_IP", "{ per_second = 1.5, burst = 3 }"),
+                ("HOME", "/ignored"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.rate_limits.enabled);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.smtp.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.smtp.port, 2525);
+        assert_eq!(c.server_name, "example.org");
+        assert_eq!(c.rate_limits.login_per_ip.burst, 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_str("server_nam = \"x\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("server_nam"), "{err}");
+        let err = load_str("[smtp]\nhots = \"x\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("smtp.hots"), "{err}");
+        let err = Config::load(None, env(&[("ROOST_NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load_str("listen = [\"nowhere\"]", &[]).unwrap_err().to_string();
+        assert!(err.contains("`listen`"), "{err}");
+        let err = load_str("registration = \"maybe\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("registration"), "{err}");
+        let err = Config::load(None, env(&[("ROOST_SMTP__PORT", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("smtp.port"), "{err}");
+        let err = load_str("[smtp]\nport = 70000", &[]).unwrap_err().to_string();
+        assert!(err.contains("smtp.port"), "{err}");
+        let err = load_str("server_name = \"bad name\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("server_name"), "{err}");
+    }
+}

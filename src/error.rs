@@ -1,0 +1,168 @@
+//! The one error type of the library and its mapping to Matrix error JSON.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::storage::{StorageError, TxOutcome};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unrecognized(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    NotJson(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    MissingParam(String),
+    #[error("missing access token")]
+    MissingToken,
+    #[error("{message}")]
+    UnknownToken { message: String, soft_logout: bool },
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("the user ID is already taken")]
+    UserInUse,
+    #[error("this account has been deactivated")]
+    UserDeactivated,
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("too many requests")]
+    LimitExceeded { retry_after_ms: u64 },
+    #[error("guest access is disabled")]
+    GuestAccessForbidden,
+    #[error("{0}")]
+    ThreepidAuthFailed(String),
+    #[error("{0}")]
+    ThreepidMediumNotSupported(String),
+    #[error("{0}")]
+    ThreepidNotFound(String),
+    #[error("{0}")]
+    TokenIncorrect(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// User-interactive authentication: 401 with the flows (and `errcode` when a stage failed).
+    #[error("user-interactive authentication required")]
+    Uiaa(Box<Value>),
+    /// Password login succeeded, a second factor is needed: 401 with a challenge session.
+    #[error("a second factor is required")]
+    SecondFactorRequired { session: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use Error::*;
+        match self {
+            Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+            Unrecognized(_) => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
+            NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
+            BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+            InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+            MissingParam(_) => (StatusCode::BAD_REQUEST, "M_MISSING_PARAM"),
+            MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
+            UnknownToken { .. } => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+            InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME"),
+            UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
+            UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
+            WeakPassword(_) => (StatusCode::BAD_REQUEST, "M_WEAK_PASSWORD"),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+            GuestAccessForbidden => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
+            ThreepidAuthFailed(_) => (StatusCode::UNAUTHORIZED, "M_THREEPID_AUTH_FAILED"),
+            ThreepidMediumNotSupported(_) => {
+                (StatusCode::BAD_REQUEST, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
+            }
+            ThreepidNotFound(_) => (StatusCode::BAD_REQUEST, "M_THREEPID_NOT_FOUND"),
+            TokenIncorrect(_) => (StatusCode::BAD_REQUEST, "M_TOKEN_INCORRECT"),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
+            Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
+            SecondFactorRequired { .. } => (StatusCode::UNAUTHORIZED, "ORG.ROOST.TOTP_REQUIRED"),
+            Unknown(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+        }
+    }
+
+    /// The JSON body of the error response.
+    pub fn body(&self) -> Value {
+        let (_, code) = self.status_and_code();
+        match self {
+            Error::Uiaa(info) => (**info).clone(),
+            Error::Storage(_) | Error::Internal(_) => {
+                json!({ "errcode": code, "error": "internal server error" })
+            }
+            Error::UnknownToken {
+                message,
+                soft_logout,
+            } => json!({ "errcode": code, "error": message, "soft_logout": soft_logout }),
+            Error::LimitExceeded { retry_after_ms } => json!({
+                "errcode": code,
+                "error": "too many requests",
+                "retry_after_ms": retry_after_ms,
+            }),
+            Error::SecondFactorRequired { session } => json!({
+                "errcode": code,
+                "error": "this account has two-factor login enabled: send a TOTP or recovery code",
+                "session": session,
+                "flows": [{ "stages": ["org.roost.login.totp"] }],
+            }),
+            other => json!({ "errcode": code, "error": other.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Error::LimitExceeded { retry_after_ms } = self {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<TxOutcome<Error>> for Error {
+    fn from(outcome: TxOutcome<Error>) -> Self {
+        match outcome {
+            TxOutcome::Aborted(e) => e,
+            TxOutcome::Storage(e) => Error::Storage(e),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Storage(StorageError::Corrupt(e.to_string()))
+    }
+}

@@ -1,0 +1,113 @@
+//! Roost, a Matrix homeserver: the library builds the whole server from a [`Config`]; the binary
+//! and the integration tests both start it through [`start`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod storage;
+pub mod util;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+use service::Services;
+use storage::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("{0}")]
+    Service(#[from] error::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    services: Arc<Services>,
+}
+
+/// Opens the store, builds the services and starts listening on every configured address.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let store = Store::open(&config.data_dir)?;
+    let listen = config.listen.clone();
+    let services = Services::build(config, store)?;
+    let app = api::router(services.clone());
+    let (stop, _) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for addr in listen {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        addrs.push(local);
+        let mut rx = stop.subscribe();
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        }));
+        tracing::info!(address = %local, "listening");
+    }
+    Ok(Server {
+        addrs,
+        stop,
+        tasks,
+        services,
+    })
+}
+
+impl Server {
+    /// The bound addresses (with the real ports when port 0 was asked for).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// `http://` + the first bound address.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addrs[0])
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, then flushes the store.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "listener ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.services.store.flush_blocking()?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

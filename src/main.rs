@@ -1,0 +1,270 @@
+//! The `roost` command: run the server, administer users and registration tokens, check config.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use roost::config::{Config, LogFormat};
+use roost::service::Services;
+use roost::storage::Store;
+
+#[derive(Parser)]
+#[command(name = "roost", version, about = "Roost, a Matrix homeserver")]
+struct Cli {
+    /// Config file (TOML). Without one, the embedded defaults and ROOST_* variables apply.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// User administration (works while the server is stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Registration tokens for `registration = "token"`.
+    #[command(subcommand, name = "registration-token")]
+    RegistrationToken(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, then print the effective settings.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. Without --password a random one is generated and printed.
+    Create {
+        username: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a new password and log out every device.
+    ResetPassword {
+        user: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Deactivate an account (irreversible; the name stays taken).
+    Deactivate { user: String },
+    /// Grant (or with --revoke remove) server admin rights.
+    MakeAdmin {
+        user: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token (random unless --token is given).
+    Create {
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows (unlimited if absent).
+        #[arg(long)]
+        uses: Option<u64>,
+        /// Lifetime in seconds (no expiry if absent).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    List,
+    Delete { token: String },
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load_from_process(cli.config.as_deref())?;
+    init_logging(&config);
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration is valid");
+            println!("server_name  = {}", config.server_name);
+            println!("listen       = {:?}", config.listen);
+            println!("data_dir     = {}", config.data_dir.display());
+            println!("registration = {:?}", config.effective_registration());
+            println!("e-mail       = {}", config.smtp.host.as_deref().unwrap_or("disabled"));
+            println!("rate limits  = {}", config.rate_limits.enabled);
+            Ok(())
+        }
+        Command::User(cmd) => user_command(config, cmd).await,
+        Command::RegistrationToken(cmd) => token_command(config, cmd),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = roost::start(config).await?;
+    for addr in server.addrs() {
+        println!("roost: listening on http://{addr}");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn open_services(config: Config) -> anyhow::Result<std::sync::Arc<Services>> {
+    let store = Store::open(&config.data_dir)?;
+    Ok(Services::build(config, store)?)
+}
+
+async fn user_command(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let services = open_services(config)?;
+    let resolve = |user: &str| -> anyhow::Result<ruma::OwnedUserId> {
+        let id = services.accounts.user_id_for_login(user)?;
+        if !services.accounts.exists(&id)? {
+            bail!("no such user: {id}");
+        }
+        Ok(id)
+    };
+    match cmd {
+        UserCommand::Create {
+            username,
+            password,
+            admin,
+        } => {
+            let user_id = services.accounts.user_id_for_registration(&username)?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| roost::util::random_string(20));
+            roost::service::password::check_policy(&services.config.password, &password)?;
+            services
+                .accounts
+                .create(&user_id, Some(&password), false, admin)
+                .await
+                .with_context(|| format!("creating {user_id}"))?;
+            services.profiles.set_field(
+                &user_id,
+                "displayname",
+                serde_json::json!(user_id.localpart()),
+            )?;
+            println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for (id, account) in services.accounts.list()? {
+                let mut flags = Vec::new();
+                if account.admin {
+                    flags.push("admin");
+                }
+                if account.deactivated {
+                    flags.push("deactivated");
+                }
+                if account.guest {
+                    flags.push("guest");
+                }
+                println!("{id}\t{}", flags.join(","));
+            }
+        }
+        UserCommand::ResetPassword { user, password } => {
+            let user_id = resolve(&user)?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| roost::util::random_string(20));
+            services
+                .change_password(&user_id, &password, None, true)
+                .await?;
+            println!("password of {user_id} reset; every device logged out");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::Deactivate { user } => {
+            let user_id = resolve(&user)?;
+            services.deactivate_account(&user_id).await?;
+            println!("deactivated {user_id}");
+        }
+        UserCommand::MakeAdmin { user, revoke } => {
+            let user_id = resolve(&user)?;
+            services.accounts.update(&user_id, |a| a.admin = !revoke)?;
+            println!(
+                "{user_id} is {}an admin",
+                if revoke { "no longer " } else { "now " }
+            );
+        }
+    }
+    services.store.flush_blocking()?;
+    Ok(())
+}
+
+fn token_command(config: Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    let services = open_services(config)?;
+    match cmd {
+        TokenCommand::Create {
+            token,
+            uses,
+            expires_in,
+        } => {
+            let expiry = expires_in.map(|s| roost::util::now_ms() + s * 1000);
+            let info = services.regtokens.create(token, uses, expiry)?;
+            println!("{}", info.token);
+        }
+        TokenCommand::List => {
+            for t in services.regtokens.list()? {
+                println!(
+                    "{}\tused {}/{}\texpires {}\t{}",
+                    t.token,
+                    t.completed,
+                    t.uses_allowed.map_or("unlimited".into(), |n| n.to_string()),
+                    t.expiry_time.map_or("never".into(), |e| e.to_string()),
+                    if t.is_valid() { "valid" } else { "invalid" },
+                );
+            }
+        }
+        TokenCommand::Delete { token } => {
+            if services.regtokens.delete(&token)? {
+                println!("deleted {token}");
+            } else {
+                bail!("no such token: {token}");
+            }
+        }
+    }
+    Ok(())
+}

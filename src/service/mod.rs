@@ -1,0 +1,60 @@
+//! Services hold the domain logic. They read and write only through `storage`.
+
+pub mod accounts;
+pub mod devices;
+pub mod lifecycle;
+pub mod mail;
+pub mod mfa;
+pub mod password;
+pub mod profile;
+pub mod ratelimit;
+pub mod regtokens;
+pub mod sessions;
+pub mod signing_key;
+pub mod threepid;
+pub mod uia;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::storage::Store;
+
+/// Every service, built once at start-up and shared by the handlers.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub accounts: accounts::Accounts,
+    pub devices: devices::Devices,
+    pub sessions: sessions::Sessions,
+    pub profiles: profile::Profiles,
+    pub uia: uia::Uia,
+    pub regtokens: regtokens::RegistrationTokens,
+    pub threepids: threepid::Threepids,
+    pub mailer: mail::Mailer,
+    pub mfa: mfa::Mfa,
+    pub rate_limits: ratelimit::RateLimiter,
+    pub signing_key: signing_key::SigningKey,
+}
+
+impl Services {
+    pub fn build(config: Config, store: Store) -> Result<Arc<Self>> {
+        let config = Arc::new(config);
+        let signing_key = signing_key::SigningKey::load_or_create(&config.data_dir)?;
+        Ok(Arc::new(Self {
+            accounts: accounts::Accounts::new(&store, config.clone())?,
+            devices: devices::Devices::new(&store)?,
+            sessions: sessions::Sessions::new(&store, &config)?,
+            profiles: profile::Profiles::new(&store)?,
+            uia: uia::Uia::new(&config),
+            regtokens: regtokens::RegistrationTokens::new(&store)?,
+            threepids: threepid::Threepids::new(&store, config.clone())?,
+            mailer: mail::Mailer::new(&config.smtp)?,
+            mfa: mfa::Mfa::new(&store)?,
+            rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            signing_key,
+            store,
+            config,
+        }))
+    }
+}

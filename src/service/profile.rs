@@ -1,0 +1,88 @@
+//! User profiles: display name, avatar URL and extended profile fields.
+
+use ruma::{MxcUri, UserId};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::storage::{Store, Tree, trees};
+
+pub const MAX_DISPLAYNAME_LEN: usize = 256;
+pub const MAX_AVATAR_URL_LEN: usize = 1000;
+pub const MAX_FIELD_NAME_LEN: usize = 255;
+/// The whole profile, as JSON, may not exceed this (as the spec requires for extended profiles).
+pub const MAX_PROFILE_BYTES: usize = 65536;
+
+pub struct Profiles {
+    tree: Tree,
+}
+
+impl Profiles {
+    pub fn new(store: &Store) -> Result<Self> {
+        Ok(Self {
+            tree: store.tree(trees::USERID_PROFILE)?,
+        })
+    }
+
+    pub fn get(&self, user_id: &UserId) -> Result<Map<String, Value>> {
+        match self.tree.get(user_id.as_bytes())? {
+            Some(v) => Ok(serde_json::from_slice(&v)?),
+            None => Ok(Map::new()),
+        }
+    }
+
+    /// Validates one field's value.
+    pub fn validate(field: &str, value: &Value) -> Result<()> {
+        if field.is_empty() || field.len() > MAX_FIELD_NAME_LEN {
+            return Err(Error::InvalidParam("invalid profile field name".into()));
+        }
+        match field {
+            "displayname" => match value {
+                Value::String(s) if s.chars().count() <= MAX_DISPLAYNAME_LEN => Ok(()),
+                Value::String(_) => Err(Error::InvalidParam(format!(
+                    "displayname may be at most {MAX_DISPLAYNAME_LEN} characters"
+                ))),
+                Value::Null => Ok(()),
+                _ => Err(Error::BadJson("displayname must be a string".into())),
+            },
+            "avatar_url" => match value {
+                Value::String(s) if s.is_empty() => Ok(()),
+                Value::String(s) if s.len() > MAX_AVATAR_URL_LEN => {
+                    Err(Error::InvalidParam("avatar_url is too long".into()))
+                }
+                Value::String(s) => {
+                    if <&MxcUri>::from(s.as_str()).is_valid() {
+                        Ok(())
+                    } else {
+                        Err(Error::InvalidParam("avatar_url must be an mxc:// URI".into()))
+                    }
+                }
+                Value::Null => Ok(()),
+                _ => Err(Error::BadJson("avatar_url must be a string".into())),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets (or, with `Null` or an empty string for the standard fields, removes) one field.
+    pub fn set_field(&self, user_id: &UserId, field: &str, value: Value) -> Result<()> {
+        Self::validate(field, &value)?;
+        let mut profile = self.get(user_id)?;
+        let remove = value.is_null() || (value.as_str() == Some("") && field == "avatar_url");
+        if remove {
+            profile.remove(field);
+        } else {
+            profile.insert(field.to_owned(), value);
+        }
+        let bytes = serde_json::to_vec(&profile)?;
+        if bytes.len() > MAX_PROFILE_BYTES {
+            return Err(Error::TooLarge("the profile would exceed 64 KiB".into()));
+        }
+        self.tree.put(user_id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    pub fn clear(&self, user_id: &UserId) -> Result<()> {
+        self.tree.delete(user_id.as_bytes())?;
+        Ok(())
+    }
+}
