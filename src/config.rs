@@ -320,10 +320,13 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(key_error("log_level", "not a valid log filter"));
         }
-        if let Some(secret) = &self.auth.jwt_secret {
-            if secret.len() < 32 {
-                return Err(key_error("auth.jwt_secret", "must be at least 32 characters"));
-            }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.len() < 32
+        {
+            return Err(key_error(
+                "auth.jwt_secret",
+                "must be at least 32 characters",
+            ));
         }
         if self.auth.access_token_lifetime_secs < 10 {
             return Err(key_error(
@@ -338,13 +341,22 @@ impl Config {
             ));
         }
         if self.auth.uia_session_lifetime_secs < 30 {
-            return Err(key_error("auth.uia_session_lifetime_secs", "must be at least 30"));
+            return Err(key_error(
+                "auth.uia_session_lifetime_secs",
+                "must be at least 30",
+            ));
         }
         if self.auth.email_token_lifetime_secs < 60 {
-            return Err(key_error("auth.email_token_lifetime_secs", "must be at least 60"));
+            return Err(key_error(
+                "auth.email_token_lifetime_secs",
+                "must be at least 60",
+            ));
         }
         if self.password.min_length == 0 || self.password.min_length > 512 {
-            return Err(key_error("password.min_length", "must be between 1 and 512"));
+            return Err(key_error(
+                "password.min_length",
+                "must be between 1 and 512",
+            ));
         }
         if self.smtp.host.is_some() {
             if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
@@ -403,7 +415,11 @@ impl Config {
         match &self.public_baseurl {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
-                let addr = self.listen.first().map(String::as_str).unwrap_or("127.0.0.1:8008");
+                let addr = self
+                    .listen
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("127.0.0.1:8008");
                 format!("http://{addr}")
             }
         }
@@ -447,7 +463,9 @@ fn apply_env_override(
     }
     let value = parse_env_value(default, raw)
         .map_err(|m| key_error(dotted.clone(), format!("from {name}: {m}")))?;
-    let (last, parents) = path.split_last().ok_or_else(|| key_error(name, "empty key"))?;
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| key_error(name, "empty key"))?;
     let mut cursor = table;
     for part in parents {
         let entry = cursor
@@ -496,12 +514,15 @@ fn parse_env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Val
                     .collect(),
             ),
         },
-        Some(Value::Table(_)) => return Err("names a table; set its keys instead".into()),
+        Some(Value::Table(_)) => match literal() {
+            Some(v @ Value::Table(_)) => v,
+            _ => return Err("names a table: give an inline table or set its keys".into()),
+        },
         // Optional keys (no default): a TOML literal if it is one, else a string.
         _ => match literal() {
-            Some(v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_))) => {
-                v
-            }
+            Some(
+                v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_)),
+            ) => v,
             _ => Value::String(raw.to_owned()),
         },
     })
@@ -559,7 +580,10 @@ mod tests {
         assert_eq!(c.effective_registration(), RegistrationMode::Closed);
         let c = Config::load(
             None,
-            env(&[("ROOST_LISTEN", "0.0.0.0:8008"), ("ROOST_REGISTRATION", "open")]),
+            env(&[
+                ("ROOST_LISTEN", "0.0.0.0:8008"),
+                ("ROOST_REGISTRATION", "open"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.effective_registration(), RegistrationMode::Open);
@@ -575,7 +599,10 @@ mod tests {
                 ("ROOST_SMTP__HOST", "127.0.0.1"),
                 ("ROOST_SMTP__PORT", "2525"),
                 ("ROOST_SERVER_NAME", "example.org"),
-                ("ROOST_RATE_LIMITS__LOGIN_PER_IP", "{ per_second = 1.5, burst = 3 }"),
+                (
+                    "ROOST_RATE_LIMITS__LOGIN_PER_IP",
+                    "{ per_second = 1.5, burst = 3 }",
+                ),
                 ("HOME", "/ignored"),
             ]),
         )
@@ -592,7 +619,9 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = load_str("server_nam = \"x\"", &[]).unwrap_err().to_string();
         assert!(err.contains("server_nam"), "{err}");
-        let err = load_str("[smtp]\nhots = \"x\"", &[]).unwrap_err().to_string();
+        let err = load_str("[smtp]\nhots = \"x\"", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smtp.hots"), "{err}");
         let err = Config::load(None, env(&[("ROOST_NOPE", "1")]))
             .unwrap_err()
@@ -602,17 +631,25 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = load_str("listen = [\"nowhere\"]", &[]).unwrap_err().to_string();
+        let err = load_str("listen = [\"nowhere\"]", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`listen`"), "{err}");
-        let err = load_str("registration = \"maybe\"", &[]).unwrap_err().to_string();
+        let err = load_str("registration = \"maybe\"", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("registration"), "{err}");
         let err = Config::load(None, env(&[("ROOST_SMTP__PORT", "many")]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("smtp.port"), "{err}");
-        let err = load_str("[smtp]\nport = 70000", &[]).unwrap_err().to_string();
+        let err = load_str("[smtp]\nport = 70000", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("smtp.port"), "{err}");
-        let err = load_str("server_name = \"bad name\"", &[]).unwrap_err().to_string();
+        let err = load_str("server_name = \"bad name\"", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server_name"), "{err}");
     }
 }

@@ -40,15 +40,10 @@ pub struct Server {
 }
 
 /// Opens the store, builds the services and starts listening on every configured address.
-pub async fn start(config: Config) -> Result<Server, StartError> {
+pub async fn start(mut config: Config) -> Result<Server, StartError> {
     let store = Store::open(&config.data_dir)?;
-    let listen = config.listen.clone();
-    let services = Services::build(config, store)?;
-    let app = api::router(services.clone());
-    let (stop, _) = watch::channel(false);
-    let mut addrs = Vec::new();
-    let mut tasks = Vec::new();
-    for addr in listen {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -59,6 +54,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             addr: addr.clone(),
             source,
         })?;
+        listeners.push((listener, local));
+    }
+    // Links in e-mails point at the address really bound (port 0 picks one).
+    if config.public_baseurl.is_none()
+        && let Some((_, first)) = listeners.first()
+    {
+        config.public_baseurl = Some(format!("http://{first}"));
+    }
+    let services = Services::build(config, store)?;
+    let app = api::router(services.clone());
+    let (stop, _) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for (listener, local) in listeners {
         addrs.push(local);
         let mut rx = stop.subscribe();
         let service = app

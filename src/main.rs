@@ -81,7 +81,9 @@ enum TokenCommand {
         expires_in: Option<u64>,
     },
     List,
-    Delete { token: String },
+    Delete {
+        token: String,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -109,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
             println!("listen       = {:?}", config.listen);
             println!("data_dir     = {}", config.data_dir.display());
             println!("registration = {:?}", config.effective_registration());
-            println!("e-mail       = {}", config.smtp.host.as_deref().unwrap_or("disabled"));
+            println!(
+                "e-mail       = {}",
+                config.smtp.host.as_deref().unwrap_or("disabled")
+            );
             println!("rate limits  = {}", config.rate_limits.enabled);
             Ok(())
         }

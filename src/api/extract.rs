@@ -53,7 +53,9 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Auth
     };
     let authed = state.sessions.authenticate(&token)?;
     let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-    state.devices.touch(&authed.user_id, &authed.device_id, &ip)?;
+    state
+        .devices
+        .touch(&authed.user_id, &authed.device_id, &ip)?;
     tracing::Span::current().record("user", authed.user_id.as_str());
     Ok(Some(authed))
 }

@@ -20,10 +20,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(discovery::health))
         .route("/_matrix/client/versions", get(discovery::versions))
-        .route("/.well-known/matrix/client", get(discovery::well_known_client))
-        .route("/.well-known/matrix/server", get(discovery::well_known_server))
+        .route(
+            "/.well-known/matrix/client",
+            get(discovery::well_known_client),
+        )
+        .route(
+            "/.well-known/matrix/server",
+            get(discovery::well_known_server),
+        )
         .route(&v3("/capabilities"), get(discovery::capabilities))
-        .route(&v3("/login"), get(session::login_flows).post(session::login))
+        .route(
+            &v3("/login"),
+            get(session::login_flows).post(session::login),
+        )
         .route(&v3("/logout"), post(session::logout))
         .route(&v3("/logout/all"), post(session::logout_all))
         .route(&v3("/refresh"), post(session::refresh))

@@ -58,17 +58,18 @@ impl Accounts {
         }
         .to_lowercase();
         if localpart.is_empty() {
-            return Err(Error::InvalidUsername("the username must not be empty".into()));
+            return Err(Error::InvalidUsername(
+                "the username must not be empty".into(),
+            ));
         }
         if localpart.starts_with('_') {
             return Err(Error::InvalidUsername(
                 "usernames starting with '_' are reserved".into(),
             ));
         }
-        if !localpart
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
-        {
+        if !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        ) {
             return Err(Error::InvalidUsername(
                 "usernames may only contain a-z, 0-9 and . _ = - / +".into(),
             ));
@@ -214,11 +215,28 @@ mod tests {
     #[test]
     fn localpart_grammar() {
         let (_d, a) = accounts();
-        assert_eq!(a.user_id_for_registration("Alice").unwrap(), "@alice:localhost");
-        assert_eq!(a.user_id_for_registration("@bob:localhost").unwrap(), "@bob:localhost");
-        for bad in ["", "a b", "é", "_bridge", "@x:elsewhere", "a:b", &"x".repeat(260)] {
+        assert_eq!(
+            a.user_id_for_registration("Alice").unwrap(),
+            "@alice:localhost"
+        );
+        assert_eq!(
+            a.user_id_for_registration("@bob:localhost").unwrap(),
+            "@bob:localhost"
+        );
+        for bad in [
+            "",
+            "a b",
+            "é",
+            "_bridge",
+            "@x:elsewhere",
+            "a:b",
+            &"x".repeat(260),
+        ] {
             assert!(
-                matches!(a.user_id_for_registration(bad), Err(Error::InvalidUsername(_))),
+                matches!(
+                    a.user_id_for_registration(bad),
+                    Err(Error::InvalidUsername(_))
+                ),
                 "{bad}"
             );
         }
@@ -228,7 +246,9 @@ mod tests {
     async fn create_is_unique() {
         let (_d, a) = accounts();
         let id = a.user_id_for_registration("carol").unwrap();
-        a.create(&id, Some("password1"), false, false).await.unwrap();
+        a.create(&id, Some("password1"), false, false)
+            .await
+            .unwrap();
         assert!(matches!(
             a.create(&id, Some("password1"), false, false).await,
             Err(Error::UserInUse)

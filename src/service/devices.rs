@@ -61,7 +61,10 @@ impl Devices {
         device_id: &str,
         name: Option<String>,
     ) -> Result<()> {
-        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN) {
+        if name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN)
+        {
             return Err(Error::InvalidParam("the display name is too long".into()));
         }
         let mut device = self

@@ -38,7 +38,9 @@ impl Services {
             .as_ref()
             .is_some_and(|n| n.chars().count() > super::devices::MAX_DISPLAY_NAME_LEN)
         {
-            return Err(Error::InvalidParam("initial_device_display_name is too long".into()));
+            return Err(Error::InvalidParam(
+                "initial_device_display_name is too long".into(),
+            ));
         }
         let session_id = Sessions::new_session_id();
         let (session, tokens) =
@@ -135,10 +137,7 @@ impl Services {
     /// Deactivates an account: it can no longer log in, every device and token is revoked, its
     /// e-mail addresses are released and two-factor data removed. The user ID stays taken.
     pub async fn deactivate_account(&self, user_id: &UserId) -> Result<()> {
-        self.accounts.update(user_id, |a| {
-            a.deactivated = true;
-            a.password_hash = None;
-        })?;
+        self.accounts.update(user_id, |a| a.deactivated = true)?;
         self.remove_devices(user_id, None, None).await?;
         for email in self.threepids.emails_of(user_id)? {
             self.threepids.unbind(user_id, &email.address)?;
@@ -153,5 +152,4 @@ impl Services {
     pub fn is_active_user(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.accounts.get(user_id)?.is_some_and(|a| !a.deactivated))
     }
-
 }

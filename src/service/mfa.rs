@@ -105,7 +105,8 @@ impl Mfa {
             last_step: 0,
             created_ts: now_ms(),
         };
-        self.tree.put(user_id.as_bytes(), serde_json::to_vec(&record)?)?;
+        self.tree
+            .put(user_id.as_bytes(), serde_json::to_vec(&record)?)?;
         self.store.durable().await?;
         let label = format!("{ISSUER}:{user_id}");
         let mut uri = url::Url::parse("otpauth://totp/").map_err(Error::internal)?;
@@ -128,7 +129,9 @@ impl Mfa {
             .load(user_id)?
             .ok_or_else(|| Error::NotFound("no two-factor enrolment in progress".into()))?;
         if record.confirmed {
-            return Err(Error::Forbidden("two-factor login is already enabled".into()));
+            return Err(Error::Forbidden(
+                "two-factor login is already enabled".into(),
+            ));
         }
         let step = totp(&record.secret)?
             .check_current(code.trim())
@@ -141,7 +144,10 @@ impl Mfa {
             .collect();
         let confirmed = TotpRecord {
             confirmed: true,
-            recovery_hashes: codes.iter().map(|c| sha256_hex(normalize_recovery(c))).collect(),
+            recovery_hashes: codes
+                .iter()
+                .map(|c| sha256_hex(normalize_recovery(c)))
+                .collect(),
             last_step: step,
             ..record
         };

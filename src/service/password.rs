@@ -1,9 +1,9 @@
 //! Password hashing (argon2id with the crate's recommended parameters: m=19 MiB, t=2, p=1) and the
 //! password policy. Hashing runs on the blocking pool so a burst of logins cannot stall the runtime.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 
 use crate::config::PasswordPolicy;
 use crate::error::{Error, Result};
@@ -60,13 +60,19 @@ pub fn check_policy(policy: &PasswordPolicy, password: &str) -> Result<()> {
         return Err(Error::WeakPassword("the password is too long".into()));
     }
     if policy.require_digit && !password.chars().any(|c| c.is_ascii_digit()) {
-        return Err(Error::WeakPassword("the password must contain a digit".into()));
+        return Err(Error::WeakPassword(
+            "the password must contain a digit".into(),
+        ));
     }
     if policy.require_letter && !password.chars().any(char::is_alphabetic) {
-        return Err(Error::WeakPassword("the password must contain a letter".into()));
+        return Err(Error::WeakPassword(
+            "the password must contain a letter".into(),
+        ));
     }
     if policy.require_symbol && password.chars().all(char::is_alphanumeric) {
-        return Err(Error::WeakPassword("the password must contain a symbol".into()));
+        return Err(Error::WeakPassword(
+            "the password must contain a symbol".into(),
+        ));
     }
     Ok(())
 }

@@ -53,7 +53,9 @@ impl Profiles {
                     if <&MxcUri>::from(s.as_str()).is_valid() {
                         Ok(())
                     } else {
-                        Err(Error::InvalidParam("avatar_url must be an mxc:// URI".into()))
+                        Err(Error::InvalidParam(
+                            "avatar_url must be an mxc:// URI".into(),
+                        ))
                     }
                 }
                 Value::Null => Ok(()),

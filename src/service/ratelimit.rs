@@ -96,10 +96,12 @@ mod tests {
 
     #[test]
     fn bucket_empties_and_is_per_key() {
-        let mut config = RateLimitsConfig::default();
-        config.login_per_ip = Bucket {
-            per_second: 0.001,
-            burst: 2,
+        let mut config = RateLimitsConfig {
+            login_per_ip: Bucket {
+                per_second: 0.001,
+                burst: 2,
+            },
+            ..RateLimitsConfig::default()
         };
         let rl = RateLimiter::new(config.clone());
         assert!(rl.check(Limit::LoginPerIp, "a").is_ok());

@@ -65,7 +65,9 @@ impl RegistrationTokens {
         let bytes = serde_json::to_vec(&info)?;
         self.store.transact(&[&self.tree], |t| {
             if t[0].get(token.as_bytes())?.is_some() {
-                return Err(abort(Error::InvalidParam("that token exists already".into())));
+                return Err(abort(Error::InvalidParam(
+                    "that token exists already".into(),
+                )));
             }
             t[0].put(token.as_bytes(), bytes.clone())?;
             Ok(())
@@ -89,7 +91,9 @@ impl RegistrationTokens {
     pub fn consume(&self, token: &str) -> Result<()> {
         self.store.transact(&[&self.tree], |t| {
             let Some(raw) = t[0].get(token.as_bytes())? else {
-                return Err(abort(Error::Unauthorized("invalid registration token".into())));
+                return Err(abort(Error::Unauthorized(
+                    "invalid registration token".into(),
+                )));
             };
             let mut info: TokenInfo =
                 serde_json::from_slice(&raw).map_err(|e| abort(Error::from(e)))?;

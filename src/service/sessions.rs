@@ -117,7 +117,8 @@ impl Sessions {
                 .as_ref()
                 .map(|_| now_ms() + self.refresh_lifetime_ms),
         };
-        let tokens = self.access_token(user_id, device_id, session_id, refreshable, refresh_token)?;
+        let tokens =
+            self.access_token(user_id, device_id, session_id, refreshable, refresh_token)?;
         Ok((session, tokens))
     }
 
@@ -142,8 +143,9 @@ impl Sessions {
             iat,
             exp: lifetime.map(|l| iat + l),
         };
-        let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(Error::internal)?;
+        let access_token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .map_err(Error::internal)?;
         Ok(IssuedTokens {
             access_token,
             refresh_token,
@@ -209,7 +211,9 @@ impl Sessions {
             message: "unknown refresh token".into(),
             soft_logout: false,
         };
-        let rest = refresh_token.strip_prefix(REFRESH_PREFIX).ok_or_else(unknown)?;
+        let rest = refresh_token
+            .strip_prefix(REFRESH_PREFIX)
+            .ok_or_else(unknown)?;
         let (sid, _) = rest.split_once('_').ok_or_else(unknown)?;
         let presented = sha256_hex(refresh_token);
         let new_refresh = format!("{REFRESH_PREFIX}{sid}_{}", random_string(40));

@@ -32,7 +32,8 @@ impl SigningKey {
             Err(e) => return Err(Error::internal(format!("{}: {e}", path.display()))),
         };
         let mut parts = text.split_whitespace();
-        let (Some("ed25519"), Some(version), Some(doc)) = (parts.next(), parts.next(), parts.next())
+        let (Some("ed25519"), Some(version), Some(doc)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::internal(format!("{} is malformed", path.display())));
         };

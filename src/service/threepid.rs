@@ -172,7 +172,10 @@ impl Threepids {
                 url_encode(&token),
             );
             let (subject, what) = match request.purpose {
-                Purpose::Register => ("Confirm your e-mail address", "finish creating your account"),
+                Purpose::Register => (
+                    "Confirm your e-mail address",
+                    "finish creating your account",
+                ),
                 Purpose::AddEmail => ("Confirm your e-mail address", "add it to your account"),
                 Purpose::PasswordReset => ("Reset your password", "reset your password"),
             };
@@ -209,8 +212,7 @@ impl Threepids {
                 serde_json::from_slice(&raw).map_err(|e| abort(Error::from(e)))?;
             let ok = constant_time_eq(v.client_secret.as_bytes(), client_secret.as_bytes())
                 && v.expires_ts > now_ms()
-                && v
-                    .token_hash
+                && v.token_hash
                     .as_deref()
                     .is_some_and(|h| constant_time_eq(h.as_bytes(), presented.as_bytes()));
             if !ok {
@@ -228,9 +230,15 @@ impl Threepids {
 
     /// Takes a validated session for `purpose` and returns its address; each validation is used
     /// by one operation only.
-    pub fn take_validated(&self, sid: &str, client_secret: &str, purpose: Purpose) -> Result<String> {
+    pub fn take_validated(
+        &self,
+        sid: &str,
+        client_secret: &str,
+        purpose: Purpose,
+    ) -> Result<String> {
         let key = Self::session_key(sid);
-        let failed = || Error::ThreepidAuthFailed("the e-mail address has not been validated".into());
+        let failed =
+            || Error::ThreepidAuthFailed("the e-mail address has not been validated".into());
         let email = self.store.transact(&[&self.validations], |t| {
             let Some(raw) = t[0].get(&key)? else {
                 return Err(abort(failed()));
@@ -263,12 +271,12 @@ impl Threepids {
         let bytes = serde_json::to_vec(&entry)?;
         self.store
             .transact(&[&self.email_userid, &self.userid_emails], |t| {
-                if let Some(owner) = t[0].get(email.as_bytes())? {
-                    if owner.as_ref() != user_id.as_bytes() {
-                        return Err(abort(Error::ThreepidAuthFailed(
-                            "this e-mail address cannot be added".into(),
-                        )));
-                    }
+                if let Some(owner) = t[0].get(email.as_bytes())?
+                    && owner.as_ref() != user_id.as_bytes()
+                {
+                    return Err(abort(Error::ThreepidAuthFailed(
+                        "this e-mail address cannot be added".into(),
+                    )));
                 }
                 t[0].put(email.as_bytes(), user_id.as_bytes().to_vec())?;
                 t[1].put(keys::pair(user_id.as_str(), email), bytes.clone())?;
@@ -295,7 +303,10 @@ impl Threepids {
 
     pub fn emails_of(&self, user_id: &UserId) -> Result<Vec<BoundEmail>> {
         let mut out = Vec::new();
-        for item in self.userid_emails.scan_prefix(keys::prefix(user_id.as_str())) {
+        for item in self
+            .userid_emails
+            .scan_prefix(keys::prefix(user_id.as_str()))
+        {
             let (_, v) = item?;
             out.push(serde_json::from_slice(&v)?);
         }

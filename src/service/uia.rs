@@ -162,10 +162,10 @@ impl Services {
             .get(&session_id)
             .cloned()
             .ok_or_else(|| Error::InvalidParam("unknown user-interactive auth session".into()))?;
-        let done = request
-            .flows
-            .iter()
-            .any(|flow| flow.iter().all(|st| session.completed.iter().any(|c| c == st)));
+        let done = request.flows.iter().any(|flow| {
+            flow.iter()
+                .all(|st| session.completed.iter().any(|c| c == st))
+        });
         if done && failure.is_none() {
             sessions.remove(&session_id);
             return Ok(Completed {
@@ -181,9 +181,16 @@ impl Services {
         ))
     }
 
-    async fn check_stage(&self, request: &UiaRequest<'_>, stage: &str, auth: &Value) -> Result<Completed> {
+    async fn check_stage(
+        &self,
+        request: &UiaRequest<'_>,
+        stage: &str,
+        auth: &Value,
+    ) -> Result<Completed> {
         if !request.flows.iter().any(|f| f.contains(&stage)) {
-            return Err(Error::InvalidParam(format!("the stage {stage} is not offered")));
+            return Err(Error::InvalidParam(format!(
+                "the stage {stage} is not offered"
+            )));
         }
         let field = |name: &str| auth.get(name).and_then(Value::as_str);
         match stage {
@@ -197,12 +204,15 @@ impl Services {
                     .and_then(|i| i.get("user"))
                     .and_then(Value::as_str)
                     .or_else(|| field("user"));
-                if let Some(claimed) = claimed {
-                    if self.accounts.user_id_for_login(claimed)? != user {
-                        return Err(Error::Forbidden("the identifier is not your account".into()));
-                    }
+                if let Some(claimed) = claimed
+                    && self.accounts.user_id_for_login(claimed)? != user
+                {
+                    return Err(Error::Forbidden(
+                        "the identifier is not your account".into(),
+                    ));
                 }
-                self.rate_limits.check(Limit::LoginPerAccount, user.as_str())?;
+                self.rate_limits
+                    .check(Limit::LoginPerAccount, user.as_str())?;
                 let password = field("password")
                     .ok_or_else(|| Error::MissingParam("password is required".into()))?;
                 if self.accounts.check_password(user, password).await? {
@@ -231,9 +241,13 @@ impl Services {
                 let sid = creds.get("sid").and_then(Value::as_str);
                 let secret = creds.get("client_secret").and_then(Value::as_str);
                 let (Some(sid), Some(secret)) = (sid, secret) else {
-                    return Err(Error::MissingParam("sid and client_secret are required".into()));
+                    return Err(Error::MissingParam(
+                        "sid and client_secret are required".into(),
+                    ));
                 };
-                let email = self.threepids.take_validated(sid, secret, request.email_purpose)?;
+                let email = self
+                    .threepids
+                    .take_validated(sid, secret, request.email_purpose)?;
                 Ok(Completed {
                     email: Some(email),
                     ..Completed::default()

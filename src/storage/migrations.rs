@@ -1,14 +1,16 @@
 //! Schema version and migrations. The version lives in the `meta` tree; a store written by a newer
 //! Roost is refused rather than misread.
 
-use super::{Store, StorageError, keys, trees};
+use super::{StorageError, Store, keys, trees};
 
 /// The schema this build writes.
 pub const CURRENT: u64 = 1;
 const KEY: &[u8] = b"schema_version";
 
 /// Migrations from version `n` to `n + 1`, indexed by `n - 1`.
-const MIGRATIONS: &[fn(&Store) -> Result<(), StorageError>] = &[];
+const MIGRATIONS: &[Migration] = &[];
+
+type Migration = fn(&Store) -> Result<(), StorageError>;
 
 pub fn run(store: &Store) -> Result<(), StorageError> {
     let meta = store.tree(trees::META)?;
@@ -19,8 +21,9 @@ pub fn run(store: &Store) -> Result<(), StorageError> {
             store.flush_blocking()?;
             return Ok(());
         }
-        Some(v) => keys::read_u64_be(&v)
-            .ok_or_else(|| StorageError::Corrupt("schema_version".into()))?,
+        Some(v) => {
+            keys::read_u64_be(&v).ok_or_else(|| StorageError::Corrupt("schema_version".into()))?
+        }
     };
     if found > CURRENT {
         return Err(StorageError::Schema(format!(
@@ -50,7 +53,10 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let meta = store.tree(trees::META).unwrap();
-            assert_eq!(keys::read_u64_be(&meta.get(KEY).unwrap().unwrap()), Some(CURRENT));
+            assert_eq!(
+                keys::read_u64_be(&meta.get(KEY).unwrap().unwrap()),
+                Some(CURRENT)
+            );
             meta.put(KEY, keys::u64_be(CURRENT + 1).to_vec()).unwrap();
             store.flush_blocking().unwrap();
         }

@@ -74,11 +74,11 @@ impl Store {
             .open()
             .map_err(|e| StorageError::Open {
                 path: path.display().to_string(),
-                message: match e {
-                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                message: match e.to_string() {
+                    m if m.contains("could not acquire lock") => {
                         "it is in use by another process (is the server running?)".into()
                     }
-                    other => other.to_string(),
+                    m => m,
                 },
             })?;
         let durability = durability::GroupCommit::new(db.clone());
@@ -101,14 +101,16 @@ impl Store {
         f: impl Fn(&[TxTree<'_>]) -> Result<R, TxError<E>>,
     ) -> Result<R, TxOutcome<E>> {
         let inner: Vec<&sled::Tree> = trees.iter().map(|t| &t.inner).collect();
-        let result = inner.as_slice().transaction(|view: &Vec<TransactionalTree>| {
-            let wrapped: Vec<TxTree<'_>> = view.iter().map(|t| TxTree { inner: t }).collect();
-            f(&wrapped).map_err(|e| match e {
-                TxError::Abort(e) => ConflictableTransactionError::Abort(e),
-                TxError::Storage(e) => ConflictableTransactionError::Storage(e),
-                TxError::Conflict => ConflictableTransactionError::Conflict,
-            })
-        });
+        let result = inner
+            .as_slice()
+            .transaction(|view: &Vec<TransactionalTree>| {
+                let wrapped: Vec<TxTree<'_>> = view.iter().map(|t| TxTree { inner: t }).collect();
+                f(&wrapped).map_err(|e| match e {
+                    TxError::Abort(e) => ConflictableTransactionError::Abort(e),
+                    TxError::Storage(e) => ConflictableTransactionError::Storage(e),
+                    TxError::Conflict => ConflictableTransactionError::Conflict,
+                })
+            });
         result.map_err(|e| match e {
             TransactionError::Abort(e) => TxOutcome::Aborted(e),
             TransactionError::Storage(e) => TxOutcome::Storage(StorageError::Db(e)),

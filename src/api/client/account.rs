@@ -5,16 +5,13 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, MaybeAuth, JsonBody};
+use crate::api::extract::{AppState, Auth, JsonBody, MaybeAuth};
 use crate::error::{Error, Result};
 use crate::service::threepid::Purpose;
 use crate::service::uia::{self, UiaRequest};
 
 pub async fn whoami(State(state): State<AppState>, Auth(auth): Auth) -> Result<Json<Value>> {
-    let guest = state
-        .accounts
-        .get(&auth.user_id)?
-        .is_some_and(|a| a.guest);
+    let guest = state.accounts.get(&auth.user_id)?.is_some_and(|a| a.guest);
     Ok(Json(json!({
         "user_id": auth.user_id,
         "device_id": auth.device_id,

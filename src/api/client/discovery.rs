@@ -48,6 +48,6 @@ pub async fn capabilities(State(state): State<AppState>, _auth: Auth) -> Json<Va
 
 /// Liveness and store health: 200 when the store answers.
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>> {
-    state.accounts.exists(&ruma::user_id!("@health:localhost").to_owned())?;
+    state.accounts.exists(ruma::user_id!("@health:localhost"))?;
     Ok(Json(json!({ "status": "ok" })))
 }

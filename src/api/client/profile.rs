@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 fn profile_of(state: &AppState, raw_user: &str) -> Result<(ruma::OwnedUserId, Map<String, Value>)> {
     let user_id = parse_user_id(raw_user)?;
     if user_id.server_name() != state.config.server_name.as_str() {
-        return Err(Error::NotFound("profiles of other servers are not available".into()));
+        return Err(Error::NotFound(
+            "profiles of other servers are not available".into(),
+        ));
     }
     if !state.is_active_user(&user_id)? {
         return Err(Error::NotFound("no such user".into()));
@@ -43,7 +45,9 @@ pub async fn get_field(
 fn own_profile(auth: &crate::service::sessions::Authed, user: &str) -> Result<ruma::OwnedUserId> {
     let user_id = parse_user_id(user)?;
     if user_id != auth.user_id {
-        return Err(Error::Forbidden("you can only change your own profile".into()));
+        return Err(Error::Forbidden(
+            "you can only change your own profile".into(),
+        ));
     }
     Ok(user_id)
 }

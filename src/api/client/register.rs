@@ -37,7 +37,9 @@ fn flows(state: &AppState) -> Result<Vec<Vec<&'static str>>> {
     let requires_email = state.config.registration_requires_email;
     Ok(match state.config.effective_registration() {
         RegistrationMode::Closed => {
-            return Err(Error::Forbidden("registration is disabled on this server".into()));
+            return Err(Error::Forbidden(
+                "registration is disabled on this server".into(),
+            ));
         }
         RegistrationMode::Open if requires_email => vec![vec![uia::EMAIL]],
         RegistrationMode::Open if email => vec![vec![uia::DUMMY], vec![uia::EMAIL]],
@@ -95,11 +97,9 @@ pub async fn register(
         .accounts
         .create(&user_id, Some(password), false, false)
         .await?;
-    state.profiles.set_field(
-        &user_id,
-        "displayname",
-        json!(user_id.localpart()),
-    )?;
+    state
+        .profiles
+        .set_field(&user_id, "displayname", json!(user_id.localpart()))?;
     if let Some(email) = &completed.email {
         state.threepids.bind(&user_id, email)?;
     }
@@ -176,7 +176,11 @@ pub async fn token_validity(
 ) -> Result<Json<Value>> {
     state.rate_limits.check(Limit::RegisterPerIp, &ip)?;
     if state.config.effective_registration() != RegistrationMode::Token {
-        return Err(Error::Forbidden("registration tokens are not in use".into()));
+        return Err(Error::Forbidden(
+            "registration tokens are not in use".into(),
+        ));
     }
-    Ok(Json(json!({ "valid": state.regtokens.is_valid(&query.token)? })))
+    Ok(Json(
+        json!({ "valid": state.regtokens.is_valid(&query.token)? }),
+    ))
 }

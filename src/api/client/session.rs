@@ -58,7 +58,9 @@ pub async fn login(
 
 async fn password_login(state: &AppState, ip: &str, body: LoginBody) -> Result<Json<Value>> {
     let identifier = body.identifier.as_ref();
-    let id_type = identifier.and_then(|i| i.get("type")).and_then(Value::as_str);
+    let id_type = identifier
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str);
     let user_id = match (id_type, &body.user) {
         (Some("m.id.user"), _) => {
             let user = identifier
@@ -70,7 +72,9 @@ async fn password_login(state: &AppState, ip: &str, body: LoginBody) -> Result<J
         (Some("m.id.thirdparty"), _) => {
             let field = |name| identifier.and_then(|i| i.get(name)).and_then(Value::as_str);
             if field("medium") != Some("email") {
-                return Err(Error::ThreepidMediumNotSupported("only e-mail is supported".into()));
+                return Err(Error::ThreepidMediumNotSupported(
+                    "only e-mail is supported".into(),
+                ));
             }
             let address = field("address")
                 .ok_or_else(|| Error::BadJson("identifier.address is required".into()))?;
@@ -84,7 +88,9 @@ async fn password_login(state: &AppState, ip: &str, body: LoginBody) -> Result<J
             }
         }
         (Some(other), _) => {
-            return Err(Error::BadJson(format!("unsupported identifier type {other}")));
+            return Err(Error::BadJson(format!(
+                "unsupported identifier type {other}"
+            )));
         }
         (None, Some(user)) => state.accounts.user_id_for_login(user)?,
         (None, None) => return Err(Error::BadJson("identifier is required".into())),

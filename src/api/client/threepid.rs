@@ -52,7 +52,9 @@ pub async fn request_token_register(
     JsonBody(body, _): JsonBody<RequestTokenBody>,
 ) -> Result<Json<Value>> {
     if state.config.effective_registration() == crate::config::RegistrationMode::Closed {
-        return Err(Error::Forbidden("registration is disabled on this server".into()));
+        return Err(Error::Forbidden(
+            "registration is disabled on this server".into(),
+        ));
     }
     request_token(&state, &ip, Purpose::Register, body).await
 }
@@ -146,9 +148,10 @@ pub async fn add(
             email_purpose: Purpose::AddEmail,
         })
         .await?;
-    let email = state
-        .threepids
-        .take_validated(&body.sid, &body.client_secret, Purpose::AddEmail)?;
+    let email =
+        state
+            .threepids
+            .take_validated(&body.sid, &body.client_secret, Purpose::AddEmail)?;
     state.threepids.bind(&auth.user_id, &email)?;
     state.store.durable().await?;
     Ok(Json(json!({})))
@@ -166,10 +169,14 @@ pub async fn delete(
     JsonBody(body, _): JsonBody<DeleteBody>,
 ) -> Result<Json<Value>> {
     if body.medium != "email" {
-        return Err(Error::ThreepidMediumNotSupported("only e-mail is supported".into()));
+        return Err(Error::ThreepidMediumNotSupported(
+            "only e-mail is supported".into(),
+        ));
     }
     if !state.threepids.unbind(&auth.user_id, &body.address)? {
-        return Err(Error::ThreepidNotFound("this address is not on your account".into()));
+        return Err(Error::ThreepidNotFound(
+            "this address is not on your account".into(),
+        ));
     }
     state.store.durable().await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))

@@ -1,0 +1,266 @@
+//! Shared helpers: start a real server on an ephemeral loopback port with a temporary data
+//! directory, register users over HTTP, run a real SMTP server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use roost::Config;
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestServer {
+    pub server: Option<roost::Server>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub data: tempfile::TempDir,
+}
+
+/// A config for tests: loopback port 0, a temporary data directory, rate limits off.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut config = Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir,
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    config.rate_limits.enabled = false;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(data.path().to_path_buf());
+        configure(&mut config);
+        let server = roost::start(config).await.expect("server starts");
+        let base = server.base_url();
+        Self {
+            server: Some(server),
+            base,
+            http: reqwest::Client::new(),
+            data,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Registers with the dummy stage; returns the login response.
+    pub async fn register(&self, username: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({
+                    "username": username,
+                    "password": PASSWORD,
+                    "auth": { "type": "m.login.dummy" },
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "register {username}: {body}");
+        body
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> (u16, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": username },
+                "password": password,
+            }),
+        )
+        .await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub fn token(body: &Value) -> String {
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+pub fn errcode(body: &Value) -> &str {
+    body["errcode"].as_str().unwrap_or("")
+}
+
+/// A real SMTP server (aiosmtpd, a separate process) on a loopback port, delivering into a
+/// Maildir that tests read.
+pub struct SmtpServer {
+    pub port: u16,
+    child: std::process::Child,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        let maildir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+        // Wait until it accepts connections (bounded).
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    port,
+                    child,
+                    maildir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the SMTP test server did not start (is aiosmtpd installed?)");
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail").join("new");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(std::time::SystemTime, String)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let modified = e.metadata().ok()?.modified().ok()?;
+                Some((modified, std::fs::read_to_string(e.path()).ok()?))
+            })
+            .collect();
+        files.sort_by_key(|(t, _)| *t);
+        files.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Waits (bounded) for the n-th message to `to` (1-based) and returns it, decoded.
+    pub async fn wait_for_message(&self, to: &str, nth: usize) -> String {
+        for _ in 0..200 {
+            let found: Vec<String> = self
+                .messages()
+                .into_iter()
+                .filter(|m| m.contains(to))
+                .collect();
+            if found.len() >= nth {
+                return decode_quoted_printable(&found[nth - 1]);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no e-mail to {to} arrived");
+    }
+
+    /// How many messages were delivered to `to`.
+    pub fn count_for(&self, to: &str) -> usize {
+        self.messages().iter().filter(|m| m.contains(to)).count()
+    }
+
+    pub fn configure(&self, config: &mut Config) {
+        config.smtp.host = Some("127.0.0.1".into());
+        config.smtp.port = self.port;
+        config.smtp.security = roost::config::SmtpSecurity::None;
+        config.smtp.from = "Roost <noreply@localhost>".into();
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn decode_quoted_printable(raw: &str) -> String {
+    let joined = raw.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Finds the value of a query parameter in the first link of an e-mail.
+pub fn link_param(mail: &str, name: &str) -> String {
+    let start = mail.find("http://").expect("a link in the e-mail");
+    let link: String = mail[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let url = url::Url::parse(&link).expect("valid link");
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("{name} in {link}"))
+}
+
+pub fn link(mail: &str) -> String {
+    let start = mail.find("http://").expect("a link in the e-mail");
+    mail[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect()
+}

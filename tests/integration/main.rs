@@ -1,0 +1,12 @@
+//! Integration tests: the real server, in-process on loopback (or as a process where a test kills
+//! it), driven by matrix-sdk and by raw HTTP.
+
+mod common;
+
+mod accounts;
+mod email;
+mod errors;
+mod process;
+mod sdk;
+mod tokens;
+mod totp;

@@ -1,0 +1,123 @@
+//! The account lifecycle through matrix-sdk, the client library real apps use.
+
+use matrix_sdk::Client;
+use matrix_sdk::ruma::api::client::account::register;
+use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::mxc_uri;
+
+use crate::common::{PASSWORD, TestServer, errcode};
+
+#[tokio::test]
+async fn register_login_profile_devices_logout() {
+    let server = TestServer::start().await;
+
+    // Register with the dummy stage.
+    let client = Client::builder()
+        .homeserver_url(&server.base)
+        .build()
+        .await
+        .unwrap();
+    let mut request = register::v3::Request::new();
+    request.username = Some("alice".into());
+    request.password = Some(PASSWORD.into());
+    request.initial_device_display_name = Some("phone".into());
+    request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+    let registered = client.matrix_auth().register(request).await.unwrap();
+    assert_eq!(registered.user_id, "@alice:localhost");
+
+    // Log in from a second client.
+    let laptop = Client::builder()
+        .homeserver_url(&server.base)
+        .build()
+        .await
+        .unwrap();
+    laptop
+        .matrix_auth()
+        .login_username("alice", PASSWORD)
+        .initial_device_display_name("laptop")
+        .send()
+        .await
+        .unwrap();
+    let whoami = laptop.whoami().await.unwrap();
+    assert_eq!(whoami.user_id, "@alice:localhost");
+    assert_eq!(
+        Some(whoami.device_id.as_deref().unwrap()),
+        laptop.device_id()
+    );
+
+    // Profile: set, read back, read as someone else.
+    laptop
+        .account()
+        .set_display_name(Some("Alice A."))
+        .await
+        .unwrap();
+    let avatar = mxc_uri!("mxc://localhost/abcdefgh");
+    laptop.account().set_avatar_url(Some(avatar)).await.unwrap();
+    assert_eq!(
+        laptop
+            .account()
+            .get_display_name()
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Alice A.")
+    );
+    assert_eq!(
+        laptop.account().get_avatar_url().await.unwrap().as_deref(),
+        Some(avatar)
+    );
+    let bob = server.register("bob").await;
+    let (status, profile) = server
+        .get(
+            "/_matrix/client/v3/profile/@alice:localhost",
+            bob["access_token"].as_str(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(profile["displayname"], "Alice A.");
+    assert_eq!(profile["avatar_url"], "mxc://localhost/abcdefgh");
+
+    // Devices: both logins are listed with their names and last-seen data.
+    let devices = laptop.devices().await.unwrap().devices;
+    assert_eq!(devices.len(), 2);
+    let laptop_device = devices
+        .iter()
+        .find(|d| Some(d.device_id.as_ref()) == laptop.device_id())
+        .unwrap();
+    assert_eq!(laptop_device.display_name.as_deref(), Some("laptop"));
+    assert_eq!(laptop_device.last_seen_ip.as_deref(), Some("127.0.0.1"));
+    assert!(laptop_device.last_seen_ts.is_some());
+
+    // Log out: the token stops working at once; the other device still works.
+    let old_token = laptop.access_token().unwrap();
+    laptop.matrix_auth().logout().await.unwrap();
+    let (status, body) = server
+        .get("/_matrix/client/v3/account/whoami", Some(&old_token))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(errcode(&body), "M_UNKNOWN_TOKEN");
+    assert_eq!(body["soft_logout"], false);
+    assert_eq!(client.whoami().await.unwrap().user_id, "@alice:localhost");
+    assert_eq!(client.devices().await.unwrap().devices.len(), 1);
+}
+
+#[tokio::test]
+async fn sdk_sees_login_errors() {
+    let server = TestServer::start().await;
+    server.register("carol").await;
+    let client = Client::builder()
+        .homeserver_url(&server.base)
+        .build()
+        .await
+        .unwrap();
+    let err = client
+        .matrix_auth()
+        .login_username("carol", "wrong password")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("M_FORBIDDEN") || format!("{err:?}").contains("Forbidden"),
+        "{err:?}"
+    );
+}
