@@ -2,18 +2,37 @@
 //! password policy. Hashing runs on the blocking pool so a burst of logins cannot stall the runtime.
 
 use argon2::Argon2;
+use tokio::sync::Semaphore;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::config::PasswordPolicy;
 use crate::error::{Error, Result};
 
+/// Each argon2 computation takes 19 MiB and a core for tens of milliseconds: at most this many
+/// run at once per core, the rest queue, so a burst of logins costs bounded memory.
+const HASHES_PER_CORE: usize = 2;
+
+fn hashing_permits() -> &'static Semaphore {
+    static PERMITS: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Semaphore::new(cores * HASHES_PER_CORE)
+    })
+}
+
+/// Runs `work` on the blocking pool once a hashing permit is free.
+async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _permit = hashing_permits().acquire().await.map_err(Error::internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::internal)
+}
+
 /// Hashes a password with argon2id off the async runtime.
 pub async fn hash(password: &str) -> Result<String> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(Error::internal)?
+    run_limited(move || hash_blocking(&password)).await?
 }
 
 pub fn hash_blocking(password: &str) -> Result<String> {
@@ -28,7 +47,7 @@ pub fn hash_blocking(password: &str) -> Result<String> {
 /// it still spends the time of one verification, so timing does not reveal which users exist.
 pub async fn verify(password: &str, stored: Option<String>) -> Result<bool> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    run_limited(move || {
         let stored = match stored {
             Some(s) => s,
             None => {
@@ -44,7 +63,6 @@ pub async fn verify(password: &str, stored: Option<String>) -> Result<bool> {
         }
     })
     .await
-    .map_err(Error::internal)
 }
 
 /// Checks a new password against the configured policy.
