@@ -212,6 +212,31 @@ mod tests {
         (dir, a)
     }
 
+    #[tokio::test]
+    async fn first_user_admin_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = Config {
+            first_user_admin: true,
+            ..Config::default()
+        };
+        let a = Accounts::new(&store, Arc::new(config)).unwrap();
+        let first = a.user_id_for_registration("first").unwrap();
+        let second = a.user_id_for_registration("second").unwrap();
+        assert!(
+            a.create(&first, Some("password1"), false, false)
+                .await
+                .unwrap()
+                .admin
+        );
+        assert!(
+            !a.create(&second, Some("password1"), false, false)
+                .await
+                .unwrap()
+                .admin
+        );
+    }
+
     #[test]
     fn localpart_grammar() {
         let (_d, a) = accounts();

@@ -2,9 +2,9 @@
 //! password policy. Hashing runs on the blocking pool so a burst of logins cannot stall the runtime.
 
 use argon2::Argon2;
-use tokio::sync::Semaphore;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use tokio::sync::Semaphore;
 
 use crate::config::PasswordPolicy;
 use crate::error::{Error, Result};

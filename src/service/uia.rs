@@ -91,6 +91,24 @@ impl Uia {
 }
 
 impl Services {
+    /// User-interactive auth that asks a logged-in user for their password.
+    pub async fn confirm_with_password(
+        &self,
+        purpose: &'static str,
+        user: &UserId,
+        auth: Option<&Value>,
+    ) -> Result<()> {
+        self.user_interactive_auth(UiaRequest {
+            purpose,
+            flows: vec![vec![PASSWORD]],
+            auth,
+            user: Some(user),
+            email_purpose: Purpose::PasswordReset,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Runs one round of user-interactive auth: `Ok` once a flow is complete, otherwise the 401
     /// challenge (with the error of a failed stage).
     pub async fn user_interactive_auth(&self, request: UiaRequest<'_>) -> Result<Completed> {

@@ -37,13 +37,7 @@ pub async fn change_password(
     match auth {
         Some(auth) => {
             state
-                .user_interactive_auth(UiaRequest {
-                    purpose: "change_password",
-                    flows: vec![vec![uia::PASSWORD]],
-                    auth: body.auth.as_ref(),
-                    user: Some(&auth.user_id),
-                    email_purpose: Purpose::PasswordReset,
-                })
+                .confirm_with_password("change_password", &auth.user_id, body.auth.as_ref())
                 .await?;
             state
                 .change_password(
@@ -96,13 +90,7 @@ pub async fn deactivate(
     JsonBody(body, _): JsonBody<DeactivateBody>,
 ) -> Result<Json<Value>> {
     state
-        .user_interactive_auth(UiaRequest {
-            purpose: "deactivate",
-            flows: vec![vec![uia::PASSWORD]],
-            auth: body.auth.as_ref(),
-            user: Some(&auth.user_id),
-            email_purpose: Purpose::PasswordReset,
-        })
+        .confirm_with_password("deactivate", &auth.user_id, body.auth.as_ref())
         .await?;
     state.deactivate_account(&auth.user_id).await?;
     tracing::info!(user = %auth.user_id, "deactivated");

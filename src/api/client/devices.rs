@@ -8,8 +8,6 @@ use serde_json::{Value, json};
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::devices::Device;
-use crate::service::threepid::Purpose;
-use crate::service::uia::{self, UiaRequest};
 
 fn device_json(d: &Device) -> Value {
     json!({
@@ -98,13 +96,7 @@ async fn delete(
     uia_auth: Option<&Value>,
 ) -> Result<Json<Value>> {
     state
-        .user_interactive_auth(UiaRequest {
-            purpose: "delete_devices",
-            flows: vec![vec![uia::PASSWORD]],
-            auth: uia_auth,
-            user: Some(&auth.user_id),
-            email_purpose: Purpose::PasswordReset,
-        })
+        .confirm_with_password("delete_devices", &auth.user_id, uia_auth)
         .await?;
     state
         .remove_devices(&auth.user_id, Some(&devices), None)

@@ -9,12 +9,46 @@ pub mod register;
 pub mod session;
 pub mod threepid;
 
+use axum::Json;
+use ruma::UserId;
 use serde_json::{Value, json};
 
+use crate::api::extract::AppState;
+use crate::error::Result;
 use crate::service::lifecycle::LoggedIn;
 
+/// What a client asked for the device of a new login.
+pub(crate) struct DeviceRequest {
+    pub device_id: Option<String>,
+    pub display_name: Option<String>,
+    pub refresh_token: bool,
+}
+
+/// Logs a device in and answers with the login response.
+pub(crate) async fn log_in(
+    state: &AppState,
+    user_id: &UserId,
+    device: DeviceRequest,
+    ip: &str,
+) -> Result<Json<Value>> {
+    let logged_in = state
+        .log_in_device(
+            user_id,
+            device.device_id,
+            device.display_name,
+            device.refresh_token,
+            Some(ip.to_owned()),
+        )
+        .await?;
+    Ok(Json(login_response(
+        user_id.as_str(),
+        &state.config.server_name,
+        &logged_in,
+    )))
+}
+
 /// The body of a successful login or registration.
-pub(crate) fn login_response(user_id: &str, server_name: &str, logged_in: &LoggedIn) -> Value {
+fn login_response(user_id: &str, server_name: &str, logged_in: &LoggedIn) -> Value {
     let mut body = json!({
         "user_id": user_id,
         "access_token": logged_in.tokens.access_token,

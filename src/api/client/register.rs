@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::login_response;
+use super::{DeviceRequest, log_in};
 use crate::api::extract::{AppState, ClientIp, JsonBody};
 use crate::config::RegistrationMode;
 use crate::error::{Error, Result};
@@ -108,20 +108,17 @@ pub async fn register(
     if body.inhibit_login {
         return Ok(Json(json!({ "user_id": user_id })));
     }
-    let logged_in = state
-        .log_in_device(
-            &user_id,
-            body.device_id,
-            body.initial_device_display_name,
-            body.refresh_token,
-            Some(ip),
-        )
-        .await?;
-    Ok(Json(login_response(
-        user_id.as_str(),
-        &state.config.server_name,
-        &logged_in,
-    )))
+    log_in(
+        &state,
+        &user_id,
+        DeviceRequest {
+            device_id: body.device_id,
+            display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+        },
+        &ip,
+    )
+    .await
 }
 
 async fn register_guest(state: &AppState, ip: &str, body: RegisterBody) -> Result<Json<Value>> {
@@ -130,20 +127,17 @@ async fn register_guest(state: &AppState, ip: &str, body: RegisterBody) -> Resul
     }
     let user_id = state.accounts.next_guest_id()?;
     state.accounts.create(&user_id, None, true, false).await?;
-    let logged_in = state
-        .log_in_device(
-            &user_id,
-            None,
-            body.initial_device_display_name,
-            body.refresh_token,
-            Some(ip.to_owned()),
-        )
-        .await?;
-    Ok(Json(login_response(
-        user_id.as_str(),
-        &state.config.server_name,
-        &logged_in,
-    )))
+    log_in(
+        state,
+        &user_id,
+        DeviceRequest {
+            device_id: None,
+            display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+        },
+        ip,
+    )
+    .await
 }
 
 #[derive(Deserialize)]

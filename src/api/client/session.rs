@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::login_response;
+use super::{DeviceRequest, log_in};
 use crate::api::extract::{AppState, Auth, ClientIp, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::ratelimit::Limit;
@@ -126,20 +126,17 @@ async fn password_login(state: &AppState, ip: &str, body: LoginBody) -> Result<J
             }
         }
     }
-    let logged_in = state
-        .log_in_device(
-            &user_id,
-            body.device_id,
-            body.initial_device_display_name,
-            body.refresh_token,
-            Some(ip.to_owned()),
-        )
-        .await?;
-    Ok(Json(login_response(
-        user_id.as_str(),
-        &state.config.server_name,
-        &logged_in,
-    )))
+    log_in(
+        state,
+        &user_id,
+        DeviceRequest {
+            device_id: body.device_id,
+            display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+        },
+        ip,
+    )
+    .await
 }
 
 async fn check_second_factor(
@@ -175,20 +172,17 @@ async fn totp_login(state: &AppState, ip: &str, body: LoginBody) -> Result<Json<
         return Err(e);
     }
     state.mfa.finish_challenge(session, true)?;
-    let logged_in = state
-        .log_in_device(
-            &challenge.user_id,
-            challenge.device_id,
-            challenge.display_name,
-            challenge.refresh_token,
-            Some(ip.to_owned()),
-        )
-        .await?;
-    Ok(Json(login_response(
-        challenge.user_id.as_str(),
-        &state.config.server_name,
-        &logged_in,
-    )))
+    log_in(
+        state,
+        &challenge.user_id,
+        DeviceRequest {
+            device_id: challenge.device_id,
+            display_name: challenge.display_name,
+            refresh_token: challenge.refresh_token,
+        },
+        ip,
+    )
+    .await
 }
 
 pub async fn logout(State(state): State<AppState>, Auth(auth): Auth) -> Result<Json<Value>> {

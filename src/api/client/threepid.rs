@@ -11,7 +11,6 @@ use crate::api::extract::{AppState, Auth, ClientIp, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::ratelimit::Limit;
 use crate::service::threepid::{Purpose, SUBMIT_PATH, TokenRequest, normalize_email};
-use crate::service::uia::{self, UiaRequest};
 
 #[derive(Deserialize)]
 pub struct RequestTokenBody {
@@ -40,6 +39,7 @@ async fn request_token(
         },
         &state.mailer,
     )?;
+    state.store.durable().await?;
     Ok(Json(json!({
         "sid": sid,
         "submit_url": format!("{}{SUBMIT_PATH}", state.config.public_baseurl()),
@@ -140,13 +140,7 @@ pub async fn add(
     JsonBody(body, _): JsonBody<AddBody>,
 ) -> Result<Json<Value>> {
     state
-        .user_interactive_auth(UiaRequest {
-            purpose: "add_3pid",
-            flows: vec![vec![uia::PASSWORD]],
-            auth: body.auth.as_ref(),
-            user: Some(&auth.user_id),
-            email_purpose: Purpose::AddEmail,
-        })
+        .confirm_with_password("add_3pid", &auth.user_id, body.auth.as_ref())
         .await?;
     let email =
         state
