@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ROOST_";
 
+/// Names the config file (like `--config`); not a config key itself.
+pub const CONFIG_FILE_ENV: &str = "ROOST_CONFIG";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -75,6 +78,8 @@ pub struct Config {
     /// Base URL that users reach the server at (links in e-mails). Default: `http://` + first listener.
     pub public_baseurl: Option<String>,
     pub max_request_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` header names the real client address.
+    pub trusted_proxies: Vec<String>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub well_known: WellKnownConfig,
@@ -96,6 +101,7 @@ impl Default for Config {
             first_user_admin: false,
             public_baseurl: None,
             max_request_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
             log_format: LogFormat::Pretty,
             log_level: "info".into(),
             well_known: WellKnownConfig::default(),
@@ -260,7 +266,7 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV)
             .collect();
         overrides.sort();
         for (name, raw) in overrides {
@@ -313,6 +319,11 @@ impl Config {
         }
         if let Some(url) = &self.well_known.client_base_url {
             check_http_url("well_known.client_base_url", url)?;
+        }
+        for proxy in &self.trusted_proxies {
+            proxy.parse::<std::net::IpAddr>().map_err(|_| {
+                key_error("trusted_proxies", format!("`{proxy}` is not an IP address"))
+            })?;
         }
         if self.max_request_body_bytes < 1024 {
             return Err(key_error("max_request_body_bytes", "must be at least 1024"));
@@ -395,6 +406,12 @@ impl Config {
         Ok(())
     }
 
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .any(|p| p.parse::<std::net::IpAddr>().is_ok_and(|p| p == ip))
+    }
+
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listen.iter().filter_map(|a| a.parse().ok()).collect()
     }
@@ -467,10 +484,18 @@ fn apply_env_override(
         .split_last()
         .ok_or_else(|| key_error(name, "empty key"))?;
     let mut cursor = table;
+    let mut defaults_cursor = Some(defaults);
     for part in parents {
+        // A table the file does not have starts as its defaults, so that setting one field of
+        // it (ROOST_RATE_LIMITS__LOGIN_PER_IP__BURST) keeps the others.
+        let default_table = defaults_cursor
+            .and_then(|d| d.get(part))
+            .and_then(toml::Value::as_table);
+        let seed = default_table.cloned().unwrap_or_default();
+        defaults_cursor = default_table;
         let entry = cursor
             .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            .or_insert_with(|| toml::Value::Table(seed));
         cursor = entry
             .as_table_mut()
             .ok_or_else(|| key_error(dotted.clone(), format!("`{part}` is not a table")))?;
@@ -518,13 +543,8 @@ fn parse_env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Val
             Some(v @ Value::Table(_)) => v,
             _ => return Err("names a table: give an inline table or set its keys".into()),
         },
-        // Optional keys (no default): a TOML literal if it is one, else a string.
-        _ => match literal() {
-            Some(
-                v @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_)),
-            ) => v,
-            _ => Value::String(raw.to_owned()),
-        },
+        // Keys without a default are all optional strings (unknown keys fail later anyway).
+        _ => Value::String(raw.to_owned()),
     })
 }
 
@@ -613,6 +633,71 @@ mod tests {
         assert_eq!(c.smtp.port, 2525);
         assert_eq!(c.server_name, "example.org");
         assert_eq!(c.rate_limits.login_per_ip.burst, 3);
+    }
+
+    #[test]
+    fn env_sets_one_field_of_a_table_and_keeps_strings_as_strings() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ROOST_RATE_LIMITS__LOGIN_PER_IP__BURST", "7"),
+                ("ROOST_SMTP__HOST", "127.0.0.1"),
+                ("ROOST_SMTP__USERNAME", "12345"),
+                ("ROOST_SMTP__PASSWORD", "67890"),
+                ("ROOST_CONFIG", "/ignored/here"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limits.login_per_ip.burst, 7);
+        assert_eq!(
+            c.rate_limits.login_per_ip.per_second,
+            RateLimitsConfig::default().login_per_ip.per_second
+        );
+        assert_eq!(c.smtp.password.as_deref(), Some("67890"));
+    }
+
+    /// `config.example.toml` is a valid config that documents every key with its default.
+    #[test]
+    fn example_file_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let example = Config::load(Some(&path), env(&[])).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let loaded = toml::Table::try_from(example).unwrap();
+        assert_eq!(defaults, loaded, "the example's values are the defaults");
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                match v.as_table() {
+                    Some(t) if !t.contains_key("per_second") => {
+                        keys(&format!("{prefix}{k}."), t, out)
+                    }
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &defaults, &mut all);
+        for optional in [
+            "registration",
+            "public_baseurl",
+            "well_known.client_base_url",
+            "well_known.server",
+            "auth.jwt_secret",
+            "smtp.host",
+            "smtp.username",
+            "smtp.password",
+        ] {
+            all.push(optional.into());
+        }
+        for key in all {
+            let name = key.rsplit('.').next().unwrap();
+            let env_name = format!("ROOST_{}", key.replace('.', "__").to_uppercase());
+            assert!(
+                text.contains(&format!("{name} =")),
+                "{key} is not in the example"
+            );
+            assert!(text.contains(&env_name), "{env_name} is not in the example");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use roost::storage::Store;
 #[command(name = "roost", version, about = "Roost, a Matrix homeserver")]
 struct Cli {
     /// Config file (TOML). Without one, the embedded defaults and ROOST_* variables apply.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = roost::config::CONFIG_FILE_ENV)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -59,6 +59,8 @@ enum UserCommand {
     },
     /// Deactivate an account (irreversible; the name stays taken).
     Deactivate { user: String },
+    /// Turn off two-factor login for a user who lost their authenticator and recovery codes.
+    DisableTotp { user: String },
     /// Grant (or with --revoke remove) server admin rights.
     MakeAdmin {
         user: String,
@@ -225,6 +227,11 @@ async fn user_command(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
             let user_id = resolve(&user)?;
             services.deactivate_account(&user_id).await?;
             println!("deactivated {user_id}");
+        }
+        UserCommand::DisableTotp { user } => {
+            let user_id = resolve(&user)?;
+            services.mfa.remove(&user_id)?;
+            println!("two-factor login is off for {user_id}");
         }
         UserCommand::MakeAdmin { user, revoke } => {
             let user_id = resolve(&user)?;

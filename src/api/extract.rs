@@ -1,7 +1,7 @@
 //! Request extractors: client IP, access-token authentication, and JSON bodies that fail with
 //! Matrix errors (`M_NOT_JSON`, `M_BAD_JSON`, `M_TOO_LARGE`) instead of axum's plain-text ones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -16,19 +16,39 @@ use crate::service::sessions::Authed;
 
 pub type AppState = Arc<Services>;
 
-/// The peer address of the connection.
+/// The client's address: the peer of the connection, or, when the peer is a trusted reverse
+/// proxy, the nearest address in `X-Forwarded-For` that is not a trusted proxy.
 pub struct ClientIp(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Some(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        Ok(ClientIp(ip))
+            .map(|ConnectInfo(addr)| addr.ip())
+        else {
+            return Ok(ClientIp("unknown".into()));
+        };
+        let config = &state.config;
+        if !config.is_trusted_proxy(peer) {
+            return Ok(ClientIp(peer.to_string()));
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+            .collect::<Vec<_>>();
+        let client = forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !config.is_trusted_proxy(*ip))
+            .unwrap_or(peer);
+        Ok(ClientIp(client.to_string()))
     }
 }
 

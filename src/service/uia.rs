@@ -18,6 +18,8 @@ pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 pub const EMAIL: &str = "m.login.email.identity";
+/// A TOTP or recovery code: asked after the password when the user has two-factor login on.
+pub const TOTP: &str = "org.roost.login.totp";
 
 #[derive(Debug, Clone, Default)]
 struct Session {
@@ -91,16 +93,22 @@ impl Uia {
 }
 
 impl Services {
-    /// User-interactive auth that asks a logged-in user for their password.
+    /// User-interactive auth that asks a logged-in user for their password, and for a second
+    /// factor when two-factor login is on.
     pub async fn confirm_with_password(
         &self,
         purpose: &'static str,
         user: &UserId,
         auth: Option<&Value>,
     ) -> Result<()> {
+        let flow = if self.mfa.is_enabled(user)? {
+            vec![PASSWORD, TOTP]
+        } else {
+            vec![PASSWORD]
+        };
         self.user_interactive_auth(UiaRequest {
             purpose,
-            flows: vec![vec![PASSWORD]],
+            flows: vec![flow],
             auth,
             user: Some(user),
             email_purpose: Purpose::PasswordReset,
@@ -249,6 +257,20 @@ impl Services {
                     })
                 } else {
                     Err(Error::Unauthorized("invalid registration token".into()))
+                }
+            }
+            TOTP => {
+                let user = request
+                    .user
+                    .ok_or_else(|| Error::Forbidden("no user to check the code of".into()))?;
+                self.rate_limits
+                    .check(Limit::TotpPerAccount, user.as_str())?;
+                let code =
+                    field("code").ok_or_else(|| Error::MissingParam("code is required".into()))?;
+                if self.mfa.verify(user, code).await? {
+                    Ok(Completed::default())
+                } else {
+                    Err(Error::Forbidden("invalid or already used code".into()))
                 }
             }
             EMAIL => {

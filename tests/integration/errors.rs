@@ -355,3 +355,46 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"));
     assert!(body["retry_after_ms"].as_u64().unwrap() > 1000);
 }
+
+#[tokio::test]
+async fn trusted_proxy_forwards_the_client_address() {
+    let server = TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.rate_limits.enabled = true;
+        c.rate_limits.login_per_ip = roost::config::Bucket {
+            per_second: 0.01,
+            burst: 2,
+        };
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let attempt = |client: &'static str| {
+        server
+            .http
+            .post(server.url("/_matrix/client/v3/login"))
+            .header("X-Forwarded-For", format!("{client}, 127.0.0.1"))
+            .json(&json!({ "type": "m.login.password", "user": "alice", "password": "wrong" }))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(attempt("192.0.2.1").await.unwrap().status(), 403);
+    }
+    assert_eq!(attempt("192.0.2.1").await.unwrap().status(), 429);
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(attempt("192.0.2.2").await.unwrap().status(), 403);
+    // The forwarded address is what devices record as last seen.
+    let (_, devices) = server
+        .get("/_matrix/client/v3/devices", alice["access_token"].as_str())
+        .await;
+    assert_eq!(devices["devices"][0]["last_seen_ip"], "127.0.0.1");
+    let resp = server
+        .http
+        .get(server.url("/_matrix/client/v3/devices"))
+        .bearer_auth(alice["access_token"].as_str().unwrap())
+        .header("X-Forwarded-For", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    let devices: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(devices["devices"][0]["last_seen_ip"], "198.51.100.7");
+}

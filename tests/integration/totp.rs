@@ -175,3 +175,53 @@ async fn brute_force_hits_the_limit() {
     assert_eq!((status, errcode(&body)), (429, "M_LIMIT_EXCEEDED"));
     assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn sensitive_operations_ask_for_a_code_too() {
+    let server = TestServer::start().await;
+    let carol = server.register("carol").await;
+    let access = token(&carol);
+    let (_, recovery) = enrol(&server, &access).await;
+    let (_, other) = {
+        let (_, challenge) = server.login("carol", PASSWORD).await;
+        second_step(&server, &challenge["session"], &recovery[0]).await
+    };
+    let path = format!(
+        "/_matrix/client/v3/devices/{}",
+        other["device_id"].as_str().unwrap()
+    );
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, &path, Some(&access), None)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body["flows"][0]["stages"],
+        json!(["m.login.password", "org.roost.login.totp"])
+    );
+    let session = body["session"].clone();
+    let password = json!({ "auth": {
+        "type": "m.login.password", "session": session, "user": "carol", "password": PASSWORD,
+    }});
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &path,
+            Some(&access),
+            Some(password),
+        )
+        .await;
+    assert_eq!(status, 401, "the password alone is not enough: {body}");
+    assert_eq!(body["completed"], json!(["m.login.password"]));
+    let wrong =
+        json!({ "auth": { "type": "org.roost.login.totp", "session": session, "code": "000000" } });
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, &path, Some(&access), Some(wrong))
+        .await;
+    assert_eq!((status, errcode(&body)), (401, "M_FORBIDDEN"));
+    let code = json!({ "auth": { "type": "org.roost.login.totp", "session": session, "code": recovery[1] } });
+    let (status, body) = server
+        .call(reqwest::Method::DELETE, &path, Some(&access), Some(code))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get(&path, Some(&access)).await.0, 404);
+}

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::service::ratelimit::Limit;
 
 /// The login type of the second step when TOTP is enabled.
-pub const TOTP_LOGIN_TYPE: &str = "org.roost.login.totp";
+pub const TOTP_LOGIN_TYPE: &str = crate::service::uia::TOTP;
 
 pub async fn login_flows() -> Json<Value> {
     Json(json!({ "flows": [{ "type": "m.login.password" }] }))
