@@ -329,11 +329,15 @@ async fn profile_validation() {
     )
     .await;
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
-    // Nothing changed.
+    // Nothing changed; profiles are readable without a token.
     let (_, body) = server
-        .get("/_matrix/client/v3/profile/@alice:localhost", token)
+        .get("/_matrix/client/v3/profile/@alice:localhost", None)
         .await;
     assert_eq!(body, json!({ "displayname": "alice" }));
+    let (status, body) = server
+        .get("/_matrix/client/v3/profile/@alice:localhost/avatar_url", None)
+        .await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
 }
 
 #[tokio::test]
