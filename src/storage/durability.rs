@@ -24,6 +24,8 @@ pub struct GroupCommit {
     wake: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
     started: OnceLock<()>,
+    /// Flushes done so far (for metrics and tests).
+    flush_count: AtomicU64,
 }
 
 impl GroupCommit {
@@ -35,7 +37,12 @@ impl GroupCommit {
             wake: Arc::new(Notify::new()),
             flushed,
             started: OnceLock::new(),
+            flush_count: AtomicU64::new(0),
         })
+    }
+
+    pub fn flush_count(&self) -> u64 {
+        self.flush_count.load(Ordering::Relaxed)
     }
 
     pub async fn wait(self: &Arc<Self>) -> Result<(), DurabilityError> {
@@ -72,6 +79,7 @@ async fn flusher(this: Weak<GroupCommit>, wake: Arc<Notify>) {
         let db = gc.db.clone();
         let result = tokio::task::spawn_blocking(move || db.flush()).await;
         let ok = matches!(result, Ok(Ok(_)));
+        gc.flush_count.fetch_add(1, Ordering::Relaxed);
         if !ok {
             tracing::error!(?result, "database flush failed");
         }

@@ -123,6 +123,11 @@ impl Store {
         Ok(self.durability.wait().await?)
     }
 
+    /// How many group-commit flushes have run.
+    pub fn flush_count(&self) -> u64 {
+        self.durability.flush_count()
+    }
+
     /// Flushes synchronously (CLI and shutdown).
     pub fn flush_blocking(&self) -> Result<(), StorageError> {
         self.db.flush()?;
@@ -215,5 +220,57 @@ impl<'a> TxTree<'a> {
     pub fn delete<E>(&self, key: impl AsRef<[u8]>) -> Result<(), TxError<E>> {
         self.inner.remove(key.as_ref())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_writers_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("t").unwrap();
+        let writers: Vec<_> = (0u32..64)
+            .map(|i| {
+                let (store, tree) = (store.clone(), tree.clone());
+                tokio::spawn(async move {
+                    tree.put(i.to_be_bytes(), b"v".to_vec()).unwrap();
+                    store.durable().await.unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert!(store.flush_count() >= 1);
+        assert!(store.flush_count() < 64, "{} flushes", store.flush_count());
+        // A later write still gets its own flush.
+        tree.put(b"late", b"v".to_vec()).unwrap();
+        let before = store.flush_count();
+        store.durable().await.unwrap();
+        assert!(store.flush_count() > before);
+    }
+
+    #[test]
+    fn aborted_transactions_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (store.tree("a").unwrap(), store.tree("b").unwrap());
+        let result: Result<(), TxOutcome<&str>> = store.transact(&[&a, &b], |t| {
+            t[0].put(b"k", b"1".to_vec())?;
+            t[1].put(b"k", b"1".to_vec())?;
+            Err(abort("no"))
+        });
+        assert!(matches!(result, Err(TxOutcome::Aborted("no"))));
+        assert!(a.get(b"k").unwrap().is_none() && b.get(b"k").unwrap().is_none());
+        store
+            .transact::<_, ()>(&[&a, &b], |t| {
+                t[0].put(b"k", b"1".to_vec())?;
+                t[1].put(b"k", b"2".to_vec())
+            })
+            .unwrap();
+        assert_eq!(b.get(b"k").unwrap().unwrap().as_ref(), b"2");
     }
 }
