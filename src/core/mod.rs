@@ -1,0 +1,24 @@
+//! Pure protocol logic, no I/O.
+//!
+//! Everything here is a function of its arguments: no storage, no network, no clock, no async.
+//! The room services feed it events and state they have loaded and persist what it returns.
+//!
+//! - [`pdu`]: the stored event type, building (hash, sign, event ID), parsing and redaction.
+//! - [`auth`]: auth event selection and the authorisation rules, over `ruma-state-res`.
+//! - [`state`]: auth chains and state resolution v2, over `ruma-state-res`.
+//! - [`room_version`]: which room versions we speak and their rules.
+
+pub mod auth;
+pub mod error;
+pub mod pdu;
+pub mod room_version;
+pub mod state;
+
+#[cfg(test)]
+mod test_support;
+
+pub use error::Error;
+pub use pdu::{EventTemplate, Pdu};
+
+/// A room state: `(event type, state key)` to the ID of the event holding that entry.
+pub type StateMap = ruma::state_res::StateMap<ruma::OwnedEventId>;
