@@ -65,6 +65,8 @@ pub enum Error {
     #[error("{0}")]
     Unknown(String),
     #[error("{0}")]
+    UnsupportedRoomVersion(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -103,6 +105,7 @@ impl Error {
             Uiaa(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
             SecondFactorRequired { .. } => (StatusCode::UNAUTHORIZED, "ORG.ROOST.TOTP_REQUIRED"),
             Unknown(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }

@@ -6,7 +6,7 @@ pub mod extract;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, Method, header};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -78,6 +78,36 @@ pub fn router(state: AppState) -> Router {
             get(profile::get_field)
                 .put(profile::set_field)
                 .delete(profile::delete_field),
+        )
+        .route(&v3("/createRoom"), post(rooms::create_room))
+        .route(&v3("/joined_rooms"), get(rooms::joined_rooms))
+        .route(&v3("/join/{room}"), post(membership::join_by_id_or_alias))
+        .route(&v3("/rooms/{room}/join"), post(membership::join_by_id))
+        .route(&v3("/rooms/{room}/leave"), post(membership::leave))
+        .route(&v3("/rooms/{room}/invite"), post(membership::invite))
+        .route(&v3("/rooms/{room}/kick"), post(membership::kick))
+        .route(&v3("/rooms/{room}/ban"), post(membership::ban))
+        .route(&v3("/rooms/{room}/unban"), post(membership::unban))
+        .route(&v3("/rooms/{room}/send/{kind}/{txn}"), put(message::send))
+        .route(
+            &v3("/rooms/{room}/state/{kind}/{state_key}"),
+            put(message::put_state).get(message::get_state),
+        )
+        .route(
+            &v3("/rooms/{room}/state/{kind}"),
+            put(message::put_state_empty_key).get(message::get_state_empty_key),
+        )
+        .route(&v3("/rooms/{room}/state"), get(message::all_state))
+        .route(&v3("/rooms/{room}/event/{event}"), get(message::get_event))
+        .route(&v3("/rooms/{room}/messages"), get(message::messages))
+        .route(&v3("/rooms/{room}/members"), get(message::members))
+        .route(
+            &v3("/rooms/{room}/joined_members"),
+            get(message::joined_members),
+        )
+        .route(
+            &v3("/rooms/{room}/redact/{event}/{txn}"),
+            put(message::redact),
         )
         .route(
             &mfa("/totp"),

@@ -9,6 +9,7 @@ pub mod password;
 pub mod profile;
 pub mod ratelimit;
 pub mod regtokens;
+pub mod rooms;
 pub mod sessions;
 pub mod signing_key;
 pub mod threepid;
@@ -34,13 +35,16 @@ pub struct Services {
     pub mailer: mail::Mailer,
     pub mfa: mfa::Mfa,
     pub rate_limits: ratelimit::RateLimiter,
-    pub signing_key: signing_key::SigningKey,
+    pub signing_key: Arc<signing_key::SigningKey>,
+    pub rooms: rooms::Rooms,
 }
 
 impl Services {
     pub fn build(config: Config, store: Store) -> Result<Arc<Self>> {
         let config = Arc::new(config);
-        let signing_key = signing_key::SigningKey::load_or_create(&config.data_dir)?;
+        let signing_key = Arc::new(signing_key::SigningKey::load_or_create(&config.data_dir)?);
+        let server_name = ruma::ServerName::parse(&config.server_name)
+            .map_err(|e| crate::error::Error::internal(format!("server_name: {e}")))?;
         Ok(Arc::new(Self {
             accounts: accounts::Accounts::new(&store, config.clone())?,
             devices: devices::Devices::new(&store)?,
@@ -52,6 +56,7 @@ impl Services {
             mailer: mail::Mailer::new(&config.smtp)?,
             mfa: mfa::Mfa::new(&store)?,
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            rooms: rooms::Rooms::new(&store, server_name, signing_key.clone())?,
             signing_key,
             store,
             config,

@@ -28,6 +28,15 @@ pub mod trees {
     pub const USERID_EMAILS: &str = "userid_emails";
     pub const EMAILSID_VALIDATION: &str = "emailsid_validation";
     pub const REGTOKEN_INFO: &str = "regtoken_info";
+    pub const EVENTID_PDU: &str = "eventid_pdu";
+    pub const EVENTID_META: &str = "eventid_meta";
+    pub const EVENTID_REDACTEDBY: &str = "eventid_redactedby";
+    pub const ROOMID_STREAMPOS_EVENTID: &str = "roomid_streampos_eventid";
+    pub const ROOMID_ROOM: &str = "roomid_room";
+    pub const SNAPSHOTID_SNAPSHOT: &str = "snapshotid_snapshot";
+    pub const USERID_ROOMID_MEMBERSHIP: &str = "userid_roomid_membership";
+    pub const ROOMID_USERID_MEMBERSHIP: &str = "roomid_userid_membership";
+    pub const TXN_EVENTID: &str = "userdevicetxn_eventid";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,9 +172,20 @@ impl Tree {
     pub fn scan_prefix(
         &self,
         prefix: impl AsRef<[u8]>,
-    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StorageError>> {
+    ) -> impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>> {
         self.inner
             .scan_prefix(prefix)
+            .map(|r| r.map_err(StorageError::from))
+    }
+
+    /// Entries with `start <= key < end`, in key order (reversible).
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>> + use<> {
+        self.inner
+            .range(start.to_vec()..end.to_vec())
             .map(|r| r.map_err(StorageError::from))
     }
 

@@ -335,7 +335,10 @@ async fn profile_validation() {
         .await;
     assert_eq!(body, json!({ "displayname": "alice" }));
     let (status, body) = server
-        .get("/_matrix/client/v3/profile/@alice:localhost/avatar_url", None)
+        .get(
+            "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+            None,
+        )
         .await;
     assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
 }

@@ -7,6 +7,7 @@ mod accounts;
 mod email;
 mod errors;
 mod process;
+mod rooms;
 mod sdk;
 mod tokens;
 mod totp;

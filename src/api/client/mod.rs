@@ -3,9 +3,12 @@
 pub mod account;
 pub mod devices;
 pub mod discovery;
+pub mod membership;
+pub mod message;
 pub mod mfa;
 pub mod profile;
 pub mod register;
+pub mod rooms;
 pub mod session;
 pub mod threepid;
 

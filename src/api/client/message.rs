@@ -1,0 +1,407 @@
+//! Sending and reading events: send, state, redact, single events, `/messages`, members.
+//!
+//! Reading needs membership: a joined user sees the room's history; a user who left or was
+//! banned sees it up to that moment.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::membership::parse_room_id;
+use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::error::{Error, Result};
+use crate::service::rooms::read::Viewer;
+use crate::service::rooms::{NewEvent, Txn};
+use crate::service::sessions::Authed;
+
+/// The largest `limit` `/messages` and `/members` honour.
+const MAX_PAGE: usize = 1000;
+
+/// Up to which stream position `user` may read the room (`u64::MAX` while joined).
+fn readable_until(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<u64> {
+    if state.rooms.info(room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    match state.rooms.membership(room_id, user)?.as_deref() {
+        Some("join") => Ok(u64::MAX),
+        Some("leave" | "ban") => {
+            let member = state
+                .rooms
+                .current_state(room_id)?
+                .get(&(StateEventType::RoomMember, user.to_string()))
+                .cloned()
+                .ok_or_else(|| Error::internal("membership without a member event"))?;
+            let meta = state
+                .rooms
+                .event_meta(&member)?
+                .ok_or_else(|| Error::internal("member event without metadata"))?;
+            Ok(meta.stream_pos)
+        }
+        _ => Err(Error::Forbidden("you are not a member of this room".into())),
+    }
+}
+
+fn viewer(auth: &Authed) -> Viewer<'_> {
+    Viewer {
+        user_id: &auth.user_id,
+        device_id: &auth.device_id,
+    }
+}
+
+fn check_event_type(kind: &str) -> Result<()> {
+    if kind.is_empty() || kind.len() > 255 {
+        return Err(Error::InvalidParam("invalid event type".into()));
+    }
+    Ok(())
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, kind, txn_id)): Path<(String, String, String)>,
+    JsonBody(_, content): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    check_event_type(&kind)?;
+    if state.rooms.info(&room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    let event = NewEvent::message(TimelineEventType::from(kind), content);
+    let txn = Txn {
+        device_id: auth.device_id.clone(),
+        txn_id,
+    };
+    let event_id = state
+        .rooms
+        .append(&room_id, &auth.user_id, event, Some(txn))
+        .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+pub async fn put_state(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, kind, state_key)): Path<(String, String, String)>,
+    JsonBody(_, content): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    put_state_inner(state, auth, room, kind, state_key, content).await
+}
+
+pub async fn put_state_empty_key(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, kind)): Path<(String, String)>,
+    JsonBody(_, content): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    put_state_inner(state, auth, room, kind, String::new(), content).await
+}
+
+async fn put_state_inner(
+    state: AppState,
+    auth: Authed,
+    room: String,
+    kind: String,
+    state_key: String,
+    content: Value,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    check_event_type(&kind)?;
+    if kind == "m.room.create" {
+        return Err(Error::Forbidden(
+            "a room has exactly one create event".into(),
+        ));
+    }
+    if state.rooms.info(&room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    let event = NewEvent::state(StateEventType::from(kind), state_key, content);
+    let event_id = state
+        .rooms
+        .append(&room_id, &auth.user_id, event, None)
+        .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+#[derive(Deserialize)]
+pub struct StateQuery {
+    format: Option<String>,
+}
+
+pub async fn get_state(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, kind, state_key)): Path<(String, String, String)>,
+    Query(query): Query<StateQuery>,
+) -> Result<Json<Value>> {
+    get_state_inner(state, auth, room, kind, state_key, query).await
+}
+
+pub async fn get_state_empty_key(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, kind)): Path<(String, String)>,
+    Query(query): Query<StateQuery>,
+) -> Result<Json<Value>> {
+    get_state_inner(state, auth, room, kind, String::new(), query).await
+}
+
+async fn get_state_inner(
+    state: AppState,
+    auth: Authed,
+    room: String,
+    kind: String,
+    state_key: String,
+    query: StateQuery,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let entry = (StateEventType::from(kind), state_key);
+    let event_id = state
+        .rooms
+        .current_state(&room_id)?
+        .get(&entry)
+        .cloned()
+        .ok_or_else(|| Error::NotFound("no such state event".into()))?;
+    let visible = state
+        .rooms
+        .event_meta(&event_id)?
+        .is_some_and(|m| m.stream_pos <= until);
+    if !visible {
+        return Err(Error::NotFound("no such state event".into()));
+    }
+    let event = state
+        .rooms
+        .client_event(&event_id, &viewer(&auth))?
+        .ok_or_else(|| Error::NotFound("no such state event".into()))?;
+    match query.format.as_deref() {
+        Some("event") => Ok(Json(event)),
+        None | Some("content") => Ok(Json(event["content"].clone())),
+        Some(other) => Err(Error::InvalidParam(format!("unknown format {other}"))),
+    }
+}
+
+pub async fn all_state(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let ids = visible_state(&state, &room_id, until, |_| true)?;
+    Ok(Json(Value::Array(
+        state.rooms.client_events(&ids, &viewer(&auth))?,
+    )))
+}
+
+/// Current state entries (as stream entries) that the reader may see, filtered.
+fn visible_state(
+    state: &AppState,
+    room_id: &RoomId,
+    until: u64,
+    keep: impl Fn(&(StateEventType, String)) -> bool,
+) -> Result<Vec<(u64, OwnedEventId)>> {
+    let current = state.rooms.current_state(room_id)?;
+    let mut out = Vec::new();
+    for (entry, event_id) in current.iter() {
+        if !keep(entry) {
+            continue;
+        }
+        if let Some(meta) = state.rooms.event_meta(event_id)?
+            && meta.stream_pos <= until
+        {
+            out.push((meta.stream_pos, event_id.clone()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub async fn get_event(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, event)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let event_id = EventId::parse(&event)
+        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let not_found = || Error::NotFound("no such event".into());
+    let meta = state.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
+    if meta.room_id != room_id || meta.stream_pos > until {
+        return Err(not_found());
+    }
+    let event = state
+        .rooms
+        .client_event(&event_id, &viewer(&auth))?
+        .ok_or_else(not_found)?;
+    Ok(Json(event))
+}
+
+#[derive(Deserialize)]
+pub struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_token(raw: &str) -> Result<u64> {
+    raw.strip_prefix('s')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::InvalidParam("invalid pagination token".into()))
+}
+
+fn token(pos: u64) -> String {
+    format!("s{pos}")
+}
+
+/// `/messages`: tokens are stream positions; `b` returns events before `from`, newest first, `f`
+/// events after it, oldest first.
+pub async fn messages(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    Query(query): Query<MessagesQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let backwards = match query.dir.as_deref() {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(Error::InvalidParam("dir must be b or f".into())),
+    };
+    let limit = query.limit.unwrap_or(10).clamp(1, MAX_PAGE);
+    let from = query.from.as_deref().map(parse_token).transpose()?;
+    let to = query.to.as_deref().map(parse_token).transpose()?;
+    // Positions are exclusive bounds; a reader who left cannot see past their leave.
+    let visible_end = until.saturating_add(1);
+    let (after, before) = if backwards {
+        (to.unwrap_or(0), from.unwrap_or(u64::MAX).min(visible_end))
+    } else {
+        (from.unwrap_or(0), to.unwrap_or(u64::MAX).min(visible_end))
+    };
+    let ids = state
+        .rooms
+        .timeline_range(&room_id, after, before, backwards, limit)?;
+    let start = match (from, backwards) {
+        (Some(f), _) => f,
+        (None, true) => before.min(state.rooms.stream_position()?.saturating_add(1)),
+        (None, false) => 0,
+    };
+    let mut body = json!({
+        "start": token(start),
+        "chunk": state.rooms.client_events(&ids, &viewer(&auth))?,
+    });
+    if ids.len() == limit
+        && let Some((last, _)) = ids.last()
+    {
+        body["end"] = json!(token(*last));
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    Query(query): Query<MembersQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let ids = visible_state(&state, &room_id, until, |(kind, _)| {
+        *kind == StateEventType::RoomMember
+    })?;
+    let chunk: Vec<Value> = state
+        .rooms
+        .client_events(&ids, &viewer(&auth))?
+        .into_iter()
+        .filter(|event| {
+            let membership = event["content"]["membership"].as_str();
+            query
+                .membership
+                .as_deref()
+                .is_none_or(|m| membership == Some(m))
+                && query
+                    .not_membership
+                    .as_deref()
+                    .is_none_or(|m| membership != Some(m))
+        })
+        .collect();
+    Ok(Json(json!({ "chunk": chunk })))
+}
+
+pub async fn joined_members(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    if readable_until(&state, &room_id, &auth.user_id)? != u64::MAX {
+        return Err(Error::Forbidden("you are not a member of this room".into()));
+    }
+    let mut joined = serde_json::Map::new();
+    for (user, _) in state.rooms.members(&room_id, Some("join"))? {
+        let member = state
+            .rooms
+            .state_event(&room_id, &StateEventType::RoomMember, &user)?;
+        let content: Value = match member {
+            Some(pdu) => serde_json::from_str(pdu.content().get())?,
+            None => Value::Null,
+        };
+        joined.insert(
+            user,
+            json!({
+                "display_name": content.get("displayname"),
+                "avatar_url": content.get("avatar_url"),
+            }),
+        );
+    }
+    Ok(Json(json!({ "joined": joined })))
+}
+
+#[derive(Deserialize)]
+pub struct RedactBody {
+    reason: Option<String>,
+}
+
+pub async fn redact(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, event, txn_id)): Path<(String, String, String)>,
+    JsonBody(body, _): JsonBody<RedactBody>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let target = EventId::parse(&event)
+        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    if state.rooms.info(&room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    let mut content = serde_json::Map::new();
+    if let Some(reason) = body.reason {
+        content.insert("reason".into(), json!(reason));
+    }
+    let event = NewEvent {
+        kind: TimelineEventType::RoomRedaction,
+        state_key: None,
+        content: Value::Object(content),
+        redacts: Some(target),
+    };
+    let txn = Txn {
+        device_id: auth.device_id.clone(),
+        txn_id,
+    };
+    let event_id = state
+        .rooms
+        .append(&room_id, &auth.user_id, event, Some(txn))
+        .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}

@@ -1,0 +1,207 @@
+//! Room creation (`createRoom`): the create event, the creator's join, power levels, the preset's
+//! join rules and visibility, initial state, name, topic and invites, in the specification's order.
+
+use ruma::events::StateEventType;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{NewEvent, RoomInfo, Rooms};
+use crate::core::room_version;
+use crate::error::{Error, Result};
+use crate::util::random_string;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+impl Preset {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "private_chat" => Ok(Self::PrivateChat),
+            "trusted_private_chat" => Ok(Self::TrustedPrivateChat),
+            "public_chat" => Ok(Self::PublicChat),
+            other => Err(Error::InvalidParam(format!("unknown preset {other}"))),
+        }
+    }
+}
+
+/// Everything `createRoom` asks for, validated.
+pub struct CreateRoom {
+    pub creator: OwnedUserId,
+    /// Content of the creator's own member event besides `membership` (display name, avatar).
+    pub creator_profile: Map<String, Value>,
+    pub room_version: RoomVersionId,
+    pub preset: Preset,
+    pub creation_content: Map<String, Value>,
+    pub power_level_content_override: Map<String, Value>,
+    pub initial_state: Vec<NewEvent>,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+}
+
+impl Rooms {
+    pub async fn create_room(&self, request: CreateRoom) -> Result<OwnedRoomId> {
+        let rules = room_version::rules(&request.room_version)?;
+        let v12 = rules.authorization.room_create_event_id_as_room_id;
+        let mut info = RoomInfo {
+            room_version: request.room_version.clone(),
+            snapshot: None,
+            extremities: Vec::new(),
+            depth: 0,
+        };
+        let provisional_id = if v12 {
+            None
+        } else {
+            let id = format!("!{}:{}", random_string(18), self.server_name);
+            Some(RoomId::parse(&id).map_err(Error::internal)?)
+        };
+        let creator = &request.creator;
+        let create = NewEvent::state(
+            StateEventType::RoomCreate,
+            "",
+            Value::Object(create_content(&request, v12)),
+        );
+        let create =
+            self.append_locked(&mut info, provisional_id.as_deref(), creator, create, None)?;
+        let room_id = create.room_id().to_owned();
+        let lock = self.room_lock(&room_id)?;
+        let _guard = lock.lock().await;
+        for event in follow_up_events(&request, v12) {
+            self.append_locked(&mut info, Some(&room_id), creator, event, None)?;
+        }
+        self.store.durable().await?;
+        Ok(room_id)
+    }
+}
+
+fn create_content(request: &CreateRoom, v12: bool) -> Map<String, Value> {
+    let mut content = request.creation_content.clone();
+    content.insert("room_version".into(), json!(request.room_version.as_str()));
+    if v12 {
+        content.remove("creator");
+    } else {
+        content.insert("creator".into(), json!(request.creator));
+    }
+    content
+}
+
+/// The member event `target` gets, with optional extra content.
+pub fn member_event(target: &UserId, membership: &str, extra: Map<String, Value>) -> NewEvent {
+    let mut content = extra;
+    content.insert("membership".into(), json!(membership));
+    NewEvent::state(
+        StateEventType::RoomMember,
+        target.as_str(),
+        Value::Object(content),
+    )
+}
+
+fn power_levels(request: &CreateRoom, v12: bool) -> Map<String, Value> {
+    let mut users = Map::new();
+    if !v12 {
+        // From room version 12 on creators have infinite power and must not be listed.
+        users.insert(request.creator.to_string(), json!(100));
+    }
+    if request.preset == Preset::TrustedPrivateChat {
+        for invitee in &request.invite {
+            users.insert(invitee.to_string(), json!(100));
+        }
+    }
+    let mut content = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 0,
+    });
+    if let Some(map) = content.as_object_mut() {
+        for (k, v) in &request.power_level_content_override {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    match content {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The events after the create event, in the order the specification gives.
+fn follow_up_events(request: &CreateRoom, v12: bool) -> Vec<NewEvent> {
+    let mut events = vec![
+        member_event(&request.creator, "join", request.creator_profile.clone()),
+        NewEvent::state(
+            StateEventType::RoomPowerLevels,
+            "",
+            Value::Object(power_levels(request, v12)),
+        ),
+    ];
+    let (join_rule, guest_access) = match request.preset {
+        Preset::PublicChat => ("public", "forbidden"),
+        Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+    };
+    let overridden = |kind: &StateEventType| {
+        request
+            .initial_state
+            .iter()
+            .any(|e| e.kind.to_string() == kind.to_string() && e.state_key.as_deref() == Some(""))
+    };
+    for (kind, content) in [
+        (
+            StateEventType::RoomJoinRules,
+            json!({ "join_rule": join_rule }),
+        ),
+        (
+            StateEventType::RoomHistoryVisibility,
+            json!({ "history_visibility": "shared" }),
+        ),
+        (
+            StateEventType::RoomGuestAccess,
+            json!({ "guest_access": guest_access }),
+        ),
+    ] {
+        if !overridden(&kind) {
+            events.push(NewEvent::state(kind, "", content));
+        }
+    }
+    events.extend(request.initial_state.iter().cloned());
+    if let Some(name) = &request.name {
+        events.push(NewEvent::state(
+            StateEventType::RoomName,
+            "",
+            json!({ "name": name }),
+        ));
+    }
+    if let Some(topic) = &request.topic {
+        events.push(NewEvent::state(
+            StateEventType::RoomTopic,
+            "",
+            json!({ "topic": topic }),
+        ));
+    }
+    for invitee in &request.invite {
+        let mut extra = Map::new();
+        if request.is_direct {
+            extra.insert("is_direct".into(), json!(true));
+        }
+        events.push(member_event(invitee, "invite", extra));
+    }
+    events
+}

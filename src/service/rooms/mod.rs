@@ -1,0 +1,523 @@
+//! Rooms: the append pipeline (build, authorise, persist atomically), the room record, state
+//! snapshots, membership indices and the timeline.
+//!
+//! Appends to one room are serialised by a per-room lock; each event is written in one
+//! transaction (the PDU, its metadata, the timeline index, the state snapshot, the room record
+//! with its forward extremities, membership indices, the transaction-ID mapping and the global
+//! stream position), and the caller awaits durability before answering.
+
+pub mod create;
+pub mod power;
+pub mod read;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
+    UInt, UserId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::{self, EventTemplate, Pdu, StateMap};
+use crate::error::{Error, Result};
+use crate::service::signing_key::SigningKey;
+use crate::storage::{Store, Tree, TxTree, abort, keys, trees};
+use crate::util::now_ms;
+use state::SnapshotStore;
+
+/// What the room record holds besides its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room_version: RoomVersionId,
+    /// The current state's snapshot.
+    pub snapshot: Option<u64>,
+    /// Forward extremities: the events no other event follows yet.
+    pub extremities: Vec<OwnedEventId>,
+    /// The largest depth in the room.
+    pub depth: u64,
+}
+
+/// Per-event facts that are not part of the PDU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub room_id: OwnedRoomId,
+    /// Global stream position.
+    pub stream_pos: u64,
+    /// Snapshot of the room state before the event.
+    pub state_before: Option<u64>,
+    /// `(device, txn id)` of a client that sent it.
+    pub txn: Option<(String, String)>,
+}
+
+/// An event a local user wants to add.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl NewEvent {
+    pub fn state(kind: StateEventType, state_key: impl Into<String>, content: Value) -> Self {
+        Self {
+            kind: kind.to_string().into(),
+            state_key: Some(state_key.into()),
+            content,
+            redacts: None,
+        }
+    }
+
+    pub fn message(kind: TimelineEventType, content: Value) -> Self {
+        Self {
+            kind,
+            state_key: None,
+            content,
+            redacts: None,
+        }
+    }
+}
+
+/// A client transaction: the same `(device, txn)` in a room yields the same event.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+const STREAM_POS: &[u8] = b"stream_position";
+
+pub struct Rooms {
+    store: Store,
+    server_name: OwnedServerName,
+    signing_key: Arc<SigningKey>,
+    pub(crate) pdus: Tree,
+    pub(crate) meta: Tree,
+    redacted_by: Tree,
+    timeline: Tree,
+    rooms: Tree,
+    pub(crate) user_rooms: Tree,
+    pub(crate) room_users: Tree,
+    txns: Tree,
+    store_meta: Tree,
+    pub(crate) snapshots: SnapshotStore,
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Maps core errors to API errors.
+impl From<core::Error> for Error {
+    fn from(e: core::Error) -> Self {
+        match e {
+            core::Error::TooLarge { size } => Error::TooLarge(format!(
+                "the event would be {size} bytes; the limit is {}",
+                core::pdu::MAX_PDU_BYTES
+            )),
+            core::Error::Unauthorized(reason) => Error::Forbidden(reason),
+            core::Error::UnsupportedRoomVersion(v) => {
+                Error::UnsupportedRoomVersion(format!("room version {v} is not supported"))
+            }
+            core::Error::InvalidField { field, reason } => {
+                Error::InvalidParam(format!("{field}: {reason}"))
+            }
+            core::Error::MissingField(field) => Error::BadJson(format!("{field} is missing")),
+            core::Error::CanonicalJson(reason) => Error::BadJson(reason),
+            other => Error::internal(other),
+        }
+    }
+}
+
+impl Rooms {
+    pub fn new(
+        store: &Store,
+        server_name: OwnedServerName,
+        signing_key: Arc<SigningKey>,
+    ) -> Result<Self> {
+        Ok(Self {
+            store: store.clone(),
+            server_name,
+            signing_key,
+            pdus: store.tree(trees::EVENTID_PDU)?,
+            meta: store.tree(trees::EVENTID_META)?,
+            redacted_by: store.tree(trees::EVENTID_REDACTEDBY)?,
+            timeline: store.tree(trees::ROOMID_STREAMPOS_EVENTID)?,
+            rooms: store.tree(trees::ROOMID_ROOM)?,
+            user_rooms: store.tree(trees::USERID_ROOMID_MEMBERSHIP)?,
+            room_users: store.tree(trees::ROOMID_USERID_MEMBERSHIP)?,
+            txns: store.tree(trees::TXN_EVENTID)?,
+            store_meta: store.tree(trees::META)?,
+            snapshots: SnapshotStore::new(store.tree(trees::SNAPSHOTID_SNAPSHOT)?),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn room_lock(&self, room_id: &RoomId) -> Result<Arc<tokio::sync::Mutex<()>>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .map_err(|_| Error::internal("room locks poisoned"))?;
+        Ok(locks.entry(room_id.to_owned()).or_default().clone())
+    }
+
+    pub fn info(&self, room_id: &RoomId) -> Result<Option<RoomInfo>> {
+        match self.rooms.get(room_id.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Pdu>> {
+        match self.pdus.get(event_id.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn event_meta(&self, event_id: &ruma::EventId) -> Result<Option<EventMeta>> {
+        match self.meta.get(event_id.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The redaction event that redacted `event_id`, if any.
+    pub fn redacted_by(&self, event_id: &ruma::EventId) -> Result<Option<OwnedEventId>> {
+        match self.redacted_by.get(event_id.as_bytes())? {
+            Some(v) => Ok(OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// The current state of a room.
+    pub fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        match self.info(room_id)?.and_then(|i| i.snapshot) {
+            Some(id) => self.snapshots.state(id),
+            None => Ok(Arc::new(StateMap::new())),
+        }
+    }
+
+    /// The PDU holding a current state entry.
+    pub fn state_event(
+        &self,
+        room_id: &RoomId,
+        kind: &StateEventType,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let state = self.current_state(room_id)?;
+        match state.get(&(kind.clone(), state_key.to_owned())) {
+            Some(id) => self.pdu(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The membership of a user in a room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .room_users
+            .get(keys::pair(room_id.as_str(), user_id.as_str()))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Appends one event from a local user to an existing room.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.room_lock(room_id)?;
+        let _guard = lock.lock().await;
+        if let Some(txn) = &txn
+            && let Some(existing) = self.txns.get(txn_key(sender, txn, room_id))?
+        {
+            return OwnedEventId::try_from(String::from_utf8_lossy(&existing).as_ref())
+                .map_err(Error::internal);
+        }
+        let mut info = self
+            .info(room_id)?
+            .ok_or_else(|| Error::NotFound("no such room".into()))?;
+        let pdu = self.append_locked(&mut info, Some(room_id), sender, event, txn)?;
+        self.store.durable().await?;
+        Ok(pdu.event_id().to_owned())
+    }
+
+    /// Builds, authorises and persists one event while the room lock is held. `info` is the
+    /// room record, updated in place. `room_id` is `None` only for a room version 12 create event.
+    fn append_locked(
+        &self,
+        info: &mut RoomInfo,
+        room_id: Option<&RoomId>,
+        sender: &UserId,
+        event: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<Pdu> {
+        let state = match info.snapshot {
+            Some(id) => self.snapshots.state(id)?,
+            None => Arc::new(StateMap::new()),
+        };
+        let mut template = EventTemplate {
+            room_id: room_id.map(ToOwned::to_owned),
+            sender: sender.to_owned(),
+            kind: event.kind,
+            state_key: event.state_key,
+            content: event.content,
+            prev_events: info
+                .extremities
+                .iter()
+                .take(core::pdu::MAX_PREV_EVENTS)
+                .cloned()
+                .collect(),
+            auth_events: Vec::new(),
+            depth: UInt::try_from(info.depth + 1).map_err(Error::internal)?,
+            origin_server_ts: MilliSecondsSinceUnixEpoch(
+                UInt::try_from(now_ms()).map_err(Error::internal)?,
+            ),
+            redacts: event.redacts,
+        };
+        template.auth_events =
+            core::auth::select_auth_events(&info.room_version, &template, &state)?;
+        let pdu = core::pdu::build_event(
+            &info.room_version,
+            template,
+            &self.server_name,
+            &self.signing_key.pair,
+        )?;
+        let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
+        core::auth::check(&pdu, &state, fetch)?;
+        if let Some(redacted) = pdu.redacts() {
+            self.check_redaction(&pdu, redacted, &state)?;
+        }
+        self.persist(info, &pdu, &state, txn)?;
+        Ok(pdu)
+    }
+
+    /// A redaction of someone else's event needs the `redact` power level.
+    fn check_redaction(
+        &self,
+        redaction: &Pdu,
+        target: &ruma::EventId,
+        state: &StateMap,
+    ) -> Result<()> {
+        let original = self
+            .pdu(target)?
+            .ok_or_else(|| Error::NotFound("no such event".into()))?;
+        if original.room_id() != redaction.room_id() {
+            return Err(Error::NotFound("no such event in this room".into()));
+        }
+        if original.sender() == redaction.sender() {
+            return Ok(());
+        }
+        if power::can_redact_others(self, redaction.room_version(), state, redaction.sender())? {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "you may only redact your own events in this room".into(),
+            ))
+        }
+    }
+
+    /// Writes everything one event changes in one transaction.
+    fn persist(
+        &self,
+        info: &mut RoomInfo,
+        pdu: &Pdu,
+        state_before: &StateMap,
+        txn: Option<Txn>,
+    ) -> Result<()> {
+        let room_id = pdu.room_id().to_owned();
+        let event_id = pdu.event_id().to_owned();
+        let mut new_info = info.clone();
+        new_info.extremities = vec![event_id.clone()];
+        new_info.depth = info.depth.max(u64::from(pdu.depth()));
+        // A state event makes a new snapshot; other events share the current one.
+        let new_snapshot = match pdu.state_entry() {
+            Some(entry) => {
+                let parent = info.snapshot.map(|id| (id, state_before));
+                let (snapshot, full) = self
+                    .snapshots
+                    .derive(parent, &[(entry, event_id.clone())])?;
+                let id = self.store.generate_id()?;
+                new_info.snapshot = Some(id);
+                Some((id, snapshot, full))
+            }
+            None => None,
+        };
+        let membership = member_change(pdu);
+        let pdu_bytes = serde_json::to_vec(pdu)?;
+        let info_bytes = serde_json::to_vec(&new_info)?;
+        let txn_key = txn.as_ref().map(|t| txn_key(pdu.sender(), t, &room_id));
+        let trees = [
+            &self.pdus,
+            &self.meta,
+            &self.timeline,
+            &self.rooms,
+            &self.user_rooms,
+            &self.room_users,
+            &self.txns,
+            &self.store_meta,
+            self.snapshots.tree(),
+            &self.redacted_by,
+        ];
+        self.store.transact(&trees, |t| {
+            let pos = t[7]
+                .get(STREAM_POS)?
+                .and_then(|v| keys::read_u64_be(&v))
+                .unwrap_or(0)
+                + 1;
+            t[7].put(STREAM_POS, keys::u64_be(pos).to_vec())?;
+            let meta = EventMeta {
+                room_id: room_id.clone(),
+                stream_pos: pos,
+                state_before: info.snapshot,
+                txn: txn
+                    .as_ref()
+                    .map(|t| (t.device_id.clone(), t.txn_id.clone())),
+            };
+            let meta = serde_json::to_vec(&meta).map_err(|e| abort(Error::internal(e)))?;
+            t[0].put(event_id.as_bytes(), pdu_bytes.clone())?;
+            t[1].put(event_id.as_bytes(), meta)?;
+            t[2].put(timeline_key(&room_id, pos), event_id.as_bytes().to_vec())?;
+            t[3].put(room_id.as_bytes(), info_bytes.clone())?;
+            if let Some((user, membership)) = &membership {
+                set_membership(&t[4], &t[5], &room_id, user, membership)?;
+            }
+            if let Some(key) = &txn_key {
+                t[6].put(key, event_id.as_bytes().to_vec())?;
+            }
+            if let Some((id, snapshot, _)) = &new_snapshot {
+                state::put_snapshot::<Error>(&t[8], *id, snapshot)?;
+            }
+            if let Some(target) = pdu.redacts() {
+                t[9].put(target.as_bytes(), event_id.as_bytes().to_vec())?;
+            }
+            Ok(())
+        })?;
+        if let Some((id, _, full)) = new_snapshot {
+            self.snapshots.remember(id, Arc::new(full))?;
+        }
+        *info = new_info;
+        Ok(())
+    }
+
+    /// The rooms a user is in with the given membership.
+    pub fn rooms_of(&self, user_id: &UserId, membership: &str) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for item in self.user_rooms.scan_prefix(keys::prefix(user_id.as_str())) {
+            let (k, v) = item?;
+            if v.as_ref() == membership.as_bytes()
+                && let Some(room) = keys::second(&k)
+                && let Ok(room) = OwnedRoomId::try_from(room)
+            {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The members of a room with the given membership.
+    pub fn members(
+        &self,
+        room_id: &RoomId,
+        membership: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for item in self.room_users.scan_prefix(keys::prefix(room_id.as_str())) {
+            let (k, v) = item?;
+            let m = String::from_utf8_lossy(&v).into_owned();
+            if membership.is_none_or(|want| want == m)
+                && let Some(user) = keys::second(&k)
+            {
+                out.push((user.to_owned(), m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Event IDs of a room's timeline strictly between two stream positions, in order
+    /// (`backwards`: newest first), at most `limit`. Seeks directly to the range.
+    pub fn timeline_range(
+        &self,
+        room_id: &RoomId,
+        after: u64,
+        before: u64,
+        backwards: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, OwnedEventId)>> {
+        if before <= after.saturating_add(1) {
+            return Ok(Vec::new());
+        }
+        let start = timeline_key(room_id, after + 1);
+        let end = timeline_key(room_id, before);
+        let prefix_len = start.len() - 8;
+        let parse = |item: Result<(crate::storage::Bytes, crate::storage::Bytes), _>| {
+            let (k, v) = item?;
+            let pos = keys::read_u64_be(&k[prefix_len..])
+                .ok_or_else(|| Error::internal("bad timeline key"))?;
+            let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref())
+                .map_err(Error::internal)?;
+            Ok((pos, id))
+        };
+        let range = self.timeline.range(&start, &end);
+        if backwards {
+            range.rev().take(limit).map(parse).collect()
+        } else {
+            range.take(limit).map(parse).collect()
+        }
+    }
+
+    /// The latest global stream position.
+    pub fn stream_position(&self) -> Result<u64> {
+        Ok(self
+            .store_meta
+            .get(STREAM_POS)?
+            .and_then(|v| keys::read_u64_be(&v))
+            .unwrap_or(0))
+    }
+}
+
+fn txn_key(sender: &UserId, txn: &Txn, room_id: &RoomId) -> Vec<u8> {
+    let mut k = keys::pair(sender.as_str(), &txn.device_id);
+    k.push(keys::SEP);
+    k.extend_from_slice(room_id.as_bytes());
+    k.push(keys::SEP);
+    k.extend_from_slice(txn.txn_id.as_bytes());
+    k
+}
+
+fn timeline_key(room_id: &RoomId, pos: u64) -> Vec<u8> {
+    let mut k = keys::prefix(room_id.as_str());
+    k.extend_from_slice(&keys::u64_be(pos));
+    k
+}
+
+/// The `(user, membership)` an `m.room.member` event sets.
+fn member_change(pdu: &Pdu) -> Option<(String, String)> {
+    if *pdu.kind() != TimelineEventType::RoomMember {
+        return None;
+    }
+    let user = pdu.state_key()?.to_owned();
+    let content: Value = serde_json::from_str(pdu.content().get()).ok()?;
+    let membership = content.get("membership")?.as_str()?.to_owned();
+    Some((user, membership))
+}
+
+fn set_membership(
+    user_rooms: &TxTree<'_>,
+    room_users: &TxTree<'_>,
+    room_id: &RoomId,
+    user: &str,
+    membership: &str,
+) -> std::result::Result<(), crate::storage::TxError<Error>> {
+    user_rooms.put(
+        keys::pair(user, room_id.as_str()),
+        membership.as_bytes().to_vec(),
+    )?;
+    room_users.put(
+        keys::pair(room_id.as_str(), user),
+        membership.as_bytes().to_vec(),
+    )
+}

@@ -1,0 +1,151 @@
+//! Room state as snapshots with deltas. A snapshot names its parent and the entries it changes;
+//! every [`FULL_SNAPSHOT_EVERY`]-th snapshot in a chain holds the whole state, so reading any state
+//! walks a bounded chain and appending a state event writes only what changed (amortised).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ruma::OwnedEventId;
+use ruma::events::StateEventType;
+use serde::{Deserialize, Serialize};
+
+use crate::core::StateMap;
+use crate::error::{Error, Result};
+use crate::storage::{Tree, TxError, TxTree, keys};
+
+/// Chains of deltas are cut with a full copy this often.
+pub const FULL_SNAPSHOT_EVERY: u32 = 64;
+
+/// Snapshots kept decoded in memory.
+const CACHE_ENTRIES: usize = 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The snapshot this one changes; `None` for a full snapshot.
+    pub parent: Option<u64>,
+    /// How many deltas lie between this snapshot and the last full one.
+    pub chain: u32,
+    /// `(type, state_key, event_id)` entries set by this snapshot.
+    pub entries: Vec<(String, String, OwnedEventId)>,
+}
+
+pub struct SnapshotStore {
+    tree: Tree,
+    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+}
+
+impl SnapshotStore {
+    pub fn new(tree: Tree) -> Self {
+        Self {
+            tree,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    fn load_snapshot(&self, id: u64) -> Result<Snapshot> {
+        let raw = self
+            .tree
+            .get(keys::u64_be(id))?
+            .ok_or_else(|| Error::internal(format!("state snapshot {id} is missing")))?;
+        Ok(serde_json::from_slice(&raw)?)
+    }
+
+    /// The full state a snapshot stands for.
+    pub fn state(&self, id: u64) -> Result<Arc<StateMap>> {
+        if let Some(hit) = self.lock()?.get(&id) {
+            return Ok(hit.clone());
+        }
+        let mut chain = Vec::new();
+        let mut next = Some(id);
+        while let Some(current) = next {
+            if let Some(hit) = self.lock()?.get(&current).cloned() {
+                chain.push(Err(hit));
+                break;
+            }
+            let snapshot = self.load_snapshot(current)?;
+            next = snapshot.parent;
+            chain.push(Ok(snapshot));
+        }
+        let mut state = StateMap::new();
+        for link in chain.into_iter().rev() {
+            match link {
+                Err(cached) => state = (*cached).clone(),
+                Ok(snapshot) => {
+                    for (kind, key, event_id) in snapshot.entries {
+                        state.insert((StateEventType::from(kind), key), event_id);
+                    }
+                }
+            }
+        }
+        let state = Arc::new(state);
+        self.remember(id, state.clone())?;
+        Ok(state)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, Arc<StateMap>>>> {
+        self.cache
+            .lock()
+            .map_err(|_| Error::internal("snapshot cache poisoned"))
+    }
+
+    pub fn remember(&self, id: u64, state: Arc<StateMap>) -> Result<()> {
+        let mut cache = self.lock()?;
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(id, state);
+        Ok(())
+    }
+
+    /// The snapshot that sets `changes` on top of `parent` (whose full state is `parent_state`):
+    /// a delta, or a full copy when the chain is long.
+    pub fn derive(
+        &self,
+        parent: Option<(u64, &StateMap)>,
+        changes: &[((StateEventType, String), OwnedEventId)],
+    ) -> Result<(Snapshot, StateMap)> {
+        let mut full = parent.map(|(_, s)| s.clone()).unwrap_or_default();
+        for (entry, event_id) in changes {
+            full.insert(entry.clone(), event_id.clone());
+        }
+        let chain = match parent {
+            Some((id, _)) => self.load_snapshot(id)?.chain + 1,
+            None => 0,
+        };
+        let snapshot = if parent.is_none() || chain >= FULL_SNAPSHOT_EVERY {
+            Snapshot {
+                parent: None,
+                chain: 0,
+                entries: full
+                    .iter()
+                    .map(|((k, s), e)| (k.to_string(), s.clone(), e.clone()))
+                    .collect(),
+            }
+        } else {
+            Snapshot {
+                parent: parent.map(|(id, _)| id),
+                chain,
+                entries: changes
+                    .iter()
+                    .map(|((k, s), e)| (k.to_string(), s.clone(), e.clone()))
+                    .collect(),
+            }
+        };
+        Ok((snapshot, full))
+    }
+}
+
+/// Writes a snapshot inside a transaction.
+pub fn put_snapshot<E: From<Error>>(
+    tree: &TxTree<'_>,
+    id: u64,
+    snapshot: &Snapshot,
+) -> std::result::Result<(), TxError<E>> {
+    let bytes = serde_json::to_vec(snapshot)
+        .map_err(|e| crate::storage::abort(E::from(Error::internal(e))))?;
+    tree.put(keys::u64_be(id), bytes)
+}

@@ -1,0 +1,379 @@
+//! Rooms over raw HTTP: creation, membership, sending, reading, power levels, redaction.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, errcode, token};
+
+struct User {
+    token: String,
+    id: String,
+}
+
+async fn user(server: &TestServer, name: &str) -> User {
+    let body = server.register(name).await;
+    User {
+        token: token(&body),
+        id: body["user_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn create(server: &TestServer, u: &User, body: Value) -> String {
+    let (status, resp) = server
+        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    resp["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send(server: &TestServer, u: &User, room: &str, txn: &str, body: &str) -> (u16, Value) {
+    server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(&u.token),
+            Some(json!({ "msgtype": "m.text", "body": body })),
+        )
+        .await
+}
+
+async fn messages(server: &TestServer, u: &User, room: &str, query: &str) -> (u16, Value) {
+    server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?{query}"),
+            Some(&u.token),
+        )
+        .await
+}
+
+async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&u.token),
+            json!({}),
+        )
+        .await
+}
+
+async fn kick(server: &TestServer, room: &str, by: &User, target: &User) -> (u16, Value) {
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            Some(&by.token),
+            json!({ "user_id": target.id, "reason": "bye" }),
+        )
+        .await
+}
+
+async fn redact(server: &TestServer, room: &str, event: &str, u: &User, txn: &str) -> (u16, Value) {
+    server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{event}/{txn}"),
+            Some(&u.token),
+            Some(json!({ "reason": "oops" })),
+        )
+        .await
+}
+
+fn bodies(chunk: &Value) -> Vec<String> {
+    chunk["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn create_send_and_paginate() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    for version in ["10", "11", "12"] {
+        let room = create(
+            &server,
+            &alice,
+            json!({ "room_version": version, "name": "Room" }),
+        )
+        .await;
+        let (status, name) = server
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!(
+            (status, name["name"].as_str()),
+            (200, Some("Room")),
+            "v{version}"
+        );
+    }
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            json!({ "room_version": "9" }),
+        )
+        .await;
+    assert_eq!(
+        (status, errcode(&body)),
+        (400, "M_UNSUPPORTED_ROOM_VERSION")
+    );
+
+    let room = create(&server, &alice, json!({ "topic": "chat" })).await;
+    assert!(!room.contains(':'), "v12 room IDs are hashes: {room}");
+    let (_, joined) = server
+        .get("/_matrix/client/v3/joined_rooms", Some(&alice.token))
+        .await;
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 4);
+
+    for i in 0..25 {
+        let (status, _) = send(&server, &alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+        assert_eq!(status, 200);
+    }
+    // The same transaction ID gives the same event and creates nothing.
+    let (_, first) = send(&server, &alice, &room, "t3", "m3").await;
+    let (_, again) = send(&server, &alice, &room, "t3", "m3").await;
+    assert_eq!(first["event_id"], again["event_id"]);
+
+    // Backwards from the end, 10 at a time, newest first; then forwards.
+    let mut seen = Vec::new();
+    let mut query = "dir=b&limit=10".to_owned();
+    for _ in 0..10 {
+        let (status, page) = messages(&server, &alice, &room, &query).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(bodies(&page));
+        match page["end"].as_str() {
+            Some(end) => query = format!("dir=b&limit=10&from={end}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, expected);
+    let (_, page) = messages(&server, &alice, &room, "dir=f&limit=100").await;
+    let forwards = bodies(&page);
+    assert_eq!(forwards.first().map(String::as_str), Some("m0"));
+    assert_eq!(forwards.len(), 25);
+    let first_event = &page["chunk"][0];
+    assert_eq!(first_event["type"], "m.room.create");
+    // The sender's own device sees its transaction ID.
+    let mine = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["body"] == "m0")
+        .unwrap();
+    assert_eq!(mine["unsigned"]["transaction_id"], "t0");
+
+    let (status, body) = messages(&server, &alice, &room, "dir=x").await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+    let (status, body) = messages(&server, &alice, &room, "dir=b&from=garbage").await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+}
+
+#[tokio::test]
+async fn membership_and_power_are_enforced() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let eve = user(&server, "eve").await;
+    let room = create(
+        &server,
+        &alice,
+        json!({ "preset": "private_chat", "invite": [bob.id] }),
+    )
+    .await;
+
+    // Outsiders can neither send, read nor join an invite-only room.
+    let (status, body) = send(&server, &eve, &room, "x", "hi").await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    let (status, _) = messages(&server, &eve, &room, "dir=b").await;
+    assert_eq!(status, 403);
+    let (status, body) = join(&server, &eve, &room).await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+
+    // The invitee joins and chats.
+    let (status, _) = join(&server, &bob, &room).await;
+    assert_eq!(status, 200);
+    let (status, _) = send(&server, &bob, &room, "b1", "hello alice").await;
+    assert_eq!(status, 200);
+    let (_, members) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(members["joined"].as_object().unwrap().len(), 2);
+
+    // Bob (power 0) cannot rename the room or kick; nothing changes.
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+            Some(&bob.token),
+            Some(json!({ "name": "bob's" })),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    let (status, _) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = kick(&server, &room, &bob, &alice).await;
+    assert_eq!(status, 403);
+
+    // Alice kicks Bob: he can no longer send, and reads only up to his kick.
+    let (status, _) = kick(&server, &room, &alice, &bob).await;
+    assert_eq!(status, 200);
+    let (status, _) = send(&server, &bob, &room, "b2", "still here?").await;
+    assert_eq!(status, 403);
+    let (status, _) = send(&server, &alice, &room, "a1", "after the kick").await;
+    assert_eq!(status, 200);
+    let (status, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
+    assert_eq!(status, 200);
+    let seen = bodies(&page);
+    assert!(seen.contains(&"hello alice".to_owned()));
+    assert!(!seen.contains(&"after the kick".to_owned()), "{seen:?}");
+
+    // A ban keeps him out even when invited again; unban lets an invite work again.
+    let ban = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(ban.0, 200);
+    let (status, _) = join(&server, &bob, &room).await;
+    assert_eq!(status, 403);
+    let invite = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(invite.0, 403);
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/unban"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let invite = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(invite.0, 200);
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+
+    // Leaving works; unknown and malformed rooms are told apart.
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/rooms/!nope:localhost/join",
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/rooms/not-a-room/join",
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+}
+
+#[tokio::test]
+async fn redaction_strips_content() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "public rooms can be joined");
+    let (_, sent) = send(&server, &alice, &room, "a1", "secret").await;
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+
+    // Bob may not redact Alice's message.
+    let (status, body) = redact(&server, &room, &event_id, &bob, "r1").await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    let (status, body) = redact(&server, &room, &event_id, &alice, "r2").await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, event) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(event["content"], json!({}));
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["content"]["reason"],
+        "oops"
+    );
+    let (_, page) = messages(&server, &bob, &room, "dir=b&limit=5").await;
+    let shown = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == event_id.as_str())
+        .unwrap();
+    assert_eq!(shown["content"], json!({}));
+    assert!(!page.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn bad_events_are_refused() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let room = create(&server, &alice, json!({})).await;
+    let (status, body) = send(&server, &alice, &room, "big", &"x".repeat(70_000)).await;
+    assert_eq!((status, errcode(&body)), (413, "M_TOO_LARGE"));
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create"),
+            Some(&alice.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            json!({ "invite": ["@nobody:localhost"] }),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+    let (_, page) = messages(&server, &alice, &room, "dir=b&limit=100").await;
+    assert!(bodies(&page).is_empty(), "nothing was stored");
+}
