@@ -111,6 +111,25 @@ async fn acknowledged_writes_survive_kill_9() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let (status, room) = post(
+        &base,
+        "/_matrix/client/v3/createRoom",
+        Some(&access),
+        json!({ "name": "kept" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+    let resp = reqwest::Client::new()
+        .put(format!(
+            "{base}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"
+        ))
+        .bearer_auth(&access)
+        .json(&json!({ "msgtype": "m.text", "body": "acknowledged" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     child.kill().unwrap(); // SIGKILL: no shutdown path runs.
 
     let (mut child, base) = spawn_server(data.path());
@@ -124,6 +143,18 @@ async fn acknowledged_writes_survive_kill_9() {
     let profile: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(profile["displayname"], "Alice Survivor");
     assert_eq!(login(&base, "alice", PASSWORD).await.0, 200);
+    let history: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{base}/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=5"
+        ))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["chunk"][0]["content"]["body"], "acknowledged");
 
     // SIGTERM: a graceful stop with exit status 0.
     let status = Command::new("kill")

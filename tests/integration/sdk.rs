@@ -121,3 +121,85 @@ async fn sdk_sees_login_errors() {
         "{err:?}"
     );
 }
+
+/// A direct chat through matrix-sdk's typed requests: create with an invite, join, 200 messages,
+/// history read back in order with pagination.
+#[tokio::test]
+async fn direct_chat_history_through_the_sdk() {
+    use matrix_sdk::ruma::api::Direction;
+    use matrix_sdk::ruma::api::client::{membership::join_room_by_id, message, room::create_room};
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+    use matrix_sdk::ruma::{OwnedTransactionId, UserId};
+
+    let server = TestServer::start().await;
+    let login = |name: &'static str| {
+        let base = server.base.clone();
+        async move {
+            let client = Client::builder()
+                .homeserver_url(&base)
+                .build()
+                .await
+                .unwrap();
+            let mut request = register::v3::Request::new();
+            request.username = Some(name.into());
+            request.password = Some(PASSWORD.into());
+            request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+            client.matrix_auth().register(request).await.unwrap();
+            client
+        }
+    };
+    let alice = login("alice").await;
+    let bob = login("bob").await;
+    let bob_id = UserId::parse("@bob:localhost").unwrap();
+
+    let mut create = create_room::v3::Request::new();
+    create.invite = vec![bob_id.clone()];
+    create.is_direct = true;
+    create.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+    let room_id = alice.send(create).await.unwrap().room_id;
+    bob.send(join_room_by_id::v3::Request::new(room_id.clone()))
+        .await
+        .unwrap();
+
+    for i in 0..200 {
+        let (sender, name) = if i % 2 == 0 {
+            (&alice, "alice")
+        } else {
+            (&bob, "bob")
+        };
+        let content = RoomMessageEventContent::text_plain(format!("{name} {i}"));
+        let request = message::send_message_event::v3::Request::new(
+            room_id.clone(),
+            OwnedTransactionId::from(format!("txn{i}")),
+            &content,
+        )
+        .unwrap();
+        sender.send(request).await.unwrap();
+    }
+
+    // Bob pages backwards through the whole history, 50 at a time.
+    let mut bodies = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..20 {
+        let mut request =
+            message::get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
+        request.from = from.clone();
+        request.limit = 50u32.into();
+        let page = bob.send(request).await.unwrap();
+        for event in &page.chunk {
+            let value: serde_json::Value = event.deserialize_as().unwrap();
+            if value["type"] == "m.room.message" {
+                bodies.push(value["content"]["body"].as_str().unwrap().to_owned());
+            }
+        }
+        match page.end {
+            Some(end) => from = Some(end),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..200)
+        .rev()
+        .map(|i| format!("{} {i}", if i % 2 == 0 { "alice" } else { "bob" }))
+        .collect();
+    assert_eq!(bodies, expected);
+}
