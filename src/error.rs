@@ -66,6 +66,12 @@ pub enum Error {
     Unknown(String),
     #[error("{0}")]
     UnsupportedRoomVersion(String),
+    /// Something with that name already exists (`PUT /directory/room/{alias}`): 409 `M_UNKNOWN`.
+    #[error("{0}")]
+    Conflict(String),
+    /// `createRoom` with a room alias that is taken: 400 `M_ROOM_IN_USE`.
+    #[error("{0}")]
+    RoomInUse(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -106,6 +112,8 @@ impl Error {
             SecondFactorRequired { .. } => (StatusCode::UNAUTHORIZED, "ORG.ROOST.TOTP_REQUIRED"),
             Unknown(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+            Conflict(_) => (StatusCode::CONFLICT, "M_UNKNOWN"),
+            RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }

@@ -81,13 +81,30 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&v3("/createRoom"), post(rooms::create_room))
         .route(&v3("/joined_rooms"), get(rooms::joined_rooms))
+        .route(
+            &v3("/directory/room/{alias}"),
+            put(directory::set_alias)
+                .get(directory::get_alias)
+                .delete(directory::delete_alias),
+        )
+        .route(
+            &v3("/directory/list/room/{room}"),
+            get(directory::get_visibility).put(directory::set_visibility),
+        )
+        .route(
+            &v3("/publicRooms"),
+            get(directory::public_rooms).post(directory::public_rooms_filtered),
+        )
+        .route(&v3("/rooms/{room}/aliases"), get(directory::room_aliases))
         .route(&v3("/join/{room}"), post(membership::join_by_id_or_alias))
         .route(&v3("/rooms/{room}/join"), post(membership::join_by_id))
+        .route(&v3("/knock/{room}"), post(membership::knock))
         .route(&v3("/rooms/{room}/leave"), post(membership::leave))
         .route(&v3("/rooms/{room}/invite"), post(membership::invite))
         .route(&v3("/rooms/{room}/kick"), post(membership::kick))
         .route(&v3("/rooms/{room}/ban"), post(membership::ban))
         .route(&v3("/rooms/{room}/unban"), post(membership::unban))
+        .route(&v3("/rooms/{room}/upgrade"), post(upgrade::upgrade))
         .route(&v3("/rooms/{room}/send/{kind}/{txn}"), put(message::send))
         .route(
             &v3("/rooms/{room}/state/{kind}/{state_key}"),
@@ -101,6 +118,12 @@ pub fn router(state: AppState) -> Router {
         .route(&v3("/rooms/{room}/event/{event}"), get(message::get_event))
         .route(&v3("/rooms/{room}/messages"), get(message::messages))
         .route(&v3("/rooms/{room}/members"), get(message::members))
+        .route(&v3("/rooms/{room}/context/{event}"), get(history::context))
+        .route(&v3("/rooms/{room}/forget"), post(history::forget))
+        .route(
+            "/_matrix/client/v1/rooms/{room}/timestamp_to_event",
+            get(history::timestamp_to_event),
+        )
         .route(
             &v3("/rooms/{room}/joined_members"),
             get(message::joined_members),

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod filter;
 pub mod pdu;
 pub mod room_version;
 pub mod state;

@@ -37,6 +37,10 @@ pub mod trees {
     pub const USERID_ROOMID_MEMBERSHIP: &str = "userid_roomid_membership";
     pub const ROOMID_USERID_MEMBERSHIP: &str = "roomid_userid_membership";
     pub const TXN_EVENTID: &str = "userdevicetxn_eventid";
+    pub const ALIAS_ROOMID: &str = "alias_roomid";
+    pub const ROOMID_ALIASES: &str = "roomid_aliases";
+    pub const ROOMID_PUBLIC: &str = "roomid_public";
+    pub const USERID_ROOMID_FORGOTTEN: &str = "userid_roomid_forgotten";
 }
 
 #[derive(Debug, thiserror::Error)]

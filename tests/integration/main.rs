@@ -4,6 +4,7 @@
 mod common;
 
 mod accounts;
+mod directory;
 mod email;
 mod errors;
 mod process;
@@ -11,3 +12,4 @@ mod rooms;
 mod sdk;
 mod tokens;
 mod totp;
+mod upgrade;

@@ -377,3 +377,255 @@ async fn bad_events_are_refused() {
     let (_, page) = messages(&server, &alice, &room, "dir=b&limit=100").await;
     assert!(bodies(&page).is_empty(), "nothing was stored");
 }
+
+async fn ts(server: &TestServer, room: &str, u: &User, query: &str) -> (u16, Value) {
+    server
+        .get(
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?{query}"),
+            Some(&u.token),
+        )
+        .await
+}
+
+async fn put_state(server: &TestServer, u: &User, room: &str, kind: &str, content: Value) -> u16 {
+    server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/{kind}"),
+            Some(&u.token),
+            Some(content),
+        )
+        .await
+        .0
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn history_visibility_is_enforced_per_event() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let carol = user(&server, "carol").await;
+
+    // joined: Bob sees only what was sent while he was joined.
+    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let hv = |v: &str| json!({ "history_visibility": v });
+    assert_eq!(
+        put_state(
+            &server,
+            &alice,
+            &room,
+            "m.room.history_visibility",
+            hv("joined")
+        )
+        .await,
+        200
+    );
+    send(&server, &alice, &room, "1", "before bob").await;
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+    send(&server, &alice, &room, "2", "with bob").await;
+    let (_, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
+    assert_eq!(bodies(&page), vec!["with bob"]);
+    // unsigned.membership is the reader's membership at each event.
+    let with_bob = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["body"] == "with bob")
+        .unwrap();
+    assert_eq!(with_bob["unsigned"]["membership"], "join");
+    // He leaves: later messages are hidden, earlier ones stay visible.
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    send(&server, &alice, &room, "3", "after bob left").await;
+    let (_, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
+    assert_eq!(bodies(&page), vec!["with bob"]);
+    // Strangers may not read a room that is not world-readable.
+    let (status, _) = messages(&server, &carol, &room, "dir=b").await;
+    assert_eq!(status, 403);
+
+    // Forgetting: only after leaving, and then nothing is readable.
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (400, "M_UNKNOWN"));
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = messages(&server, &bob, &room, "dir=b").await;
+    assert_eq!(status, 403);
+
+    // shared: joining later reveals the earlier history.
+    let shared = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    send(&server, &alice, &shared, "1", "early").await;
+    assert_eq!(join(&server, &bob, &shared).await.0, 200);
+    let (_, page) = messages(&server, &bob, &shared, "dir=b&limit=50").await;
+    assert_eq!(bodies(&page), vec!["early"]);
+
+    // invited: visible from the invite on.
+    let invited = create(&server, &alice, json!({})).await;
+    assert_eq!(
+        put_state(
+            &server,
+            &alice,
+            &invited,
+            "m.room.history_visibility",
+            hv("invited")
+        )
+        .await,
+        200
+    );
+    send(&server, &alice, &invited, "1", "before the invite").await;
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{invited}/invite"),
+            Some(&alice.token),
+            json!({ "user_id": bob.id }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    send(&server, &alice, &invited, "2", "while invited").await;
+    assert_eq!(join(&server, &bob, &invited).await.0, 200);
+    let (_, page) = messages(&server, &bob, &invited, "dir=f&limit=50").await;
+    assert_eq!(bodies(&page), vec!["while invited"]);
+
+    // world_readable: anyone can read without joining, but cannot send.
+    let open = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    assert_eq!(
+        put_state(
+            &server,
+            &alice,
+            &open,
+            "m.room.history_visibility",
+            hv("world_readable")
+        )
+        .await,
+        200
+    );
+    let (_, sent) = send(&server, &alice, &open, "1", "for everyone").await;
+    let (status, page) = messages(&server, &carol, &open, "dir=b&limit=50").await;
+    assert_eq!(status, 200);
+    assert_eq!(bodies(&page), vec!["for everyone"]);
+    let (status, _) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{open}/event/{}",
+                sent["event_id"].as_str().unwrap()
+            ),
+            Some(&carol.token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(send(&server, &carol, &open, "1", "me too").await.0, 403);
+}
+
+#[tokio::test]
+async fn context_timestamps_and_filters() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let who = if i % 2 == 0 { &alice } else { &bob };
+        let (_, sent) = send(&server, who, &room, &format!("t{i}"), &format!("m{i}")).await;
+        ids.push(sent["event_id"].as_str().unwrap().to_owned());
+    }
+
+    let (status, ctx) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=2", ids[2]),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{ctx}");
+    assert_eq!(ctx["event"]["content"]["body"], "m2");
+    assert_eq!(ctx["events_before"][0]["content"]["body"], "m1");
+    assert_eq!(ctx["events_after"][0]["content"]["body"], "m3");
+    assert!(
+        ctx["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    // Paginating from the context's tokens continues on both sides.
+    let (_, older) = messages(
+        &server,
+        &bob,
+        &room,
+        &format!("dir=b&limit=1&from={}", ctx["start"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(bodies(&older), vec!["m0"]);
+    let (_, newer) = messages(
+        &server,
+        &bob,
+        &room,
+        &format!("dir=f&limit=1&from={}", ctx["end"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(bodies(&newer), vec!["m4"]);
+
+    let (status, first) = ts(&server, &room, &bob, "ts=0&dir=f").await;
+    assert_eq!(status, 200);
+    let (_, create_event) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/event/{}",
+                first["event_id"].as_str().unwrap()
+            ),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(create_event["type"], "m.room.create");
+    let (_, last) = ts(&server, &room, &bob, "ts=99999999999999&dir=b").await;
+    assert_eq!(last["event_id"].as_str(), Some(ids[4].as_str()));
+    let (status, _) = ts(&server, &room, &bob, "ts=0&dir=b").await;
+    assert_eq!(status, 404);
+    let (status, _) = ts(&server, &room, &bob, "ts=0&dir=x").await;
+    assert_eq!(status, 400);
+
+    // Filters: types and senders, and lazy-loaded members for exactly the senders shown.
+    let filter = encode(
+        &json!({ "types": ["m.room.message"], "senders": [bob.id], "lazy_load_members": true })
+            .to_string(),
+    );
+    let (status, page) = messages(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=10&filter={filter}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(bodies(&page), vec!["m3", "m1"]);
+    let members: Vec<&str> = page["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, vec![bob.id.as_str()]);
+    let (status, body) = messages(&server, &alice, &room, "dir=b&filter=%7Bnot").await;
+    assert_eq!((status, errcode(&body)), (400, "M_BAD_JSON"));
+}

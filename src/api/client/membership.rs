@@ -1,5 +1,5 @@
-//! Membership: join, invite, leave, kick, ban, unban. The auth rules of the room version decide
-//! what is allowed; these handlers only shape the member events.
+//! Membership: join (restricted joins included), knock, invite, leave, kick, ban, unban. The auth
+//! rules of the room version decide what is allowed; these handlers only shape the member events.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -71,7 +71,8 @@ pub async fn join_by_id(
     join(&state, &auth.user_id, &room, body.reason).await
 }
 
-/// `POST /join/{roomIdOrAlias}`: room IDs only until aliases exist.
+/// `POST /join/{roomIdOrAlias}`: a room ID, or a local alias resolved to one (`via` and
+/// `server_name` do not matter for local aliases; remote ones are unknown without federation).
 pub async fn join_by_id_or_alias(
     State(state): State<AppState>,
     Auth(auth): Auth,
@@ -79,11 +80,15 @@ pub async fn join_by_id_or_alias(
     JsonBody(body, _): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     if room.starts_with('#') {
-        return Err(Error::NotFound("unknown room alias".into()));
+        let room_id = super::directory::resolve_alias(&state, &room)?;
+        return join(&state, &auth.user_id, room_id.as_str(), body.reason).await;
     }
     join(&state, &auth.user_id, &room, body.reason).await
 }
 
+/// Joins `user` to a room. In a `restricted` or `knock_restricted` room without an invite, a
+/// local member with the power to invite is named in `join_authorised_via_users_server` when the
+/// user meets an allow condition.
 async fn join(
     state: &AppState,
     user: &UserId,
@@ -91,8 +96,30 @@ async fn join(
     reason: Option<String>,
 ) -> Result<Json<Value>> {
     let room_id = existing_room(state, room)?;
-    let extra = with_reason(member_profile(state, user)?, reason);
+    let mut extra = with_reason(member_profile(state, user)?, reason);
+    if let Some(authoriser) = state.rooms.join_authoriser(&room_id, user)? {
+        extra.insert("join_authorised_via_users_server".into(), json!(authoriser));
+    }
     set_membership(state, &room_id, user, user, "join", extra).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `POST /knock/{roomIdOrAlias}`: asks to be let in. The auth rules decide: the join rule must be
+/// `knock` or `knock_restricted`, and the user neither joined, invited nor banned.
+pub async fn knock(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    JsonBody(body, _): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    let room_id = if room.starts_with('#') {
+        super::directory::resolve_alias(&state, &room)?
+    } else {
+        existing_room(&state, &room)?
+    };
+    let user = &auth.user_id;
+    let extra = with_reason(member_profile(&state, user)?, body.reason);
+    set_membership(&state, &room_id, user, user, "knock", extra).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

@@ -1,7 +1,8 @@
 //! Sending and reading events: send, state, redact, single events, `/messages`, members.
 //!
-//! Reading needs membership: a joined user sees the room's history; a user who left or was
-//! banned sees it up to that moment.
+//! Reading follows history visibility (see `service::rooms::visibility`): every event is checked
+//! against the room state at that event; room state is the current one while joined (or when the
+//! room is world-readable) and the state as it was when the user left otherwise.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,38 +14,40 @@ use serde_json::{Value, json};
 use super::membership::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
-use crate::service::rooms::read::Viewer;
+use std::sync::Arc;
+
+use crate::core::StateMap;
+use crate::core::filter::RoomEventFilter;
+use crate::service::rooms::read::{PageRequest, Viewer};
+use crate::service::rooms::visibility::Reader;
 use crate::service::rooms::{NewEvent, Txn};
 use crate::service::sessions::Authed;
 
 /// The largest `limit` `/messages` and `/members` honour.
 const MAX_PAGE: usize = 1000;
 
-/// Up to which stream position `user` may read the room (`u64::MAX` while joined).
-fn readable_until(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<u64> {
+/// The reader for a room that must exist.
+pub(crate) fn reader(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<Reader> {
     if state.rooms.info(room_id)?.is_none() {
         return Err(Error::NotFound("no such room".into()));
     }
-    match state.rooms.membership(room_id, user)?.as_deref() {
-        Some("join") => Ok(u64::MAX),
-        Some("leave" | "ban") => {
-            let member = state
-                .rooms
-                .current_state(room_id)?
-                .get(&(StateEventType::RoomMember, user.to_string()))
-                .cloned()
-                .ok_or_else(|| Error::internal("membership without a member event"))?;
-            let meta = state
-                .rooms
-                .event_meta(&member)?
-                .ok_or_else(|| Error::internal("member event without metadata"))?;
-            Ok(meta.stream_pos)
-        }
-        _ => Err(Error::Forbidden("you are not a member of this room".into())),
-    }
+    state.rooms.reader(room_id, user)
 }
 
-fn viewer(auth: &Authed) -> Viewer<'_> {
+/// The room state the user may read, or 403.
+pub(crate) fn readable_state(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<Arc<StateMap>> {
+    let reader = reader(state, room_id, user)?;
+    state
+        .rooms
+        .readable_state(room_id, &reader)?
+        .ok_or_else(|| Error::Forbidden("you are not a member of this room".into()))
+}
+
+pub(crate) fn viewer(auth: &Authed) -> Viewer<'_> {
     Viewer {
         user_id: &auth.user_id,
         device_id: &auth.device_id,
@@ -157,21 +160,12 @@ async fn get_state_inner(
     query: StateQuery,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let readable = readable_state(&state, &room_id, &auth.user_id)?;
     let entry = (StateEventType::from(kind), state_key);
-    let event_id = state
-        .rooms
-        .current_state(&room_id)?
+    let event_id = readable
         .get(&entry)
         .cloned()
         .ok_or_else(|| Error::NotFound("no such state event".into()))?;
-    let visible = state
-        .rooms
-        .event_meta(&event_id)?
-        .is_some_and(|m| m.stream_pos <= until);
-    if !visible {
-        return Err(Error::NotFound("no such state event".into()));
-    }
     let event = state
         .rooms
         .client_event(&event_id, &viewer(&auth))?
@@ -189,28 +183,23 @@ pub async fn all_state(
     Path(room): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let until = readable_until(&state, &room_id, &auth.user_id)?;
-    let ids = visible_state(&state, &room_id, until, |_| true)?;
+    let readable = readable_state(&state, &room_id, &auth.user_id)?;
+    let ids = stream_order(&state, &readable, |_| true)?;
     Ok(Json(Value::Array(
         state.rooms.client_events(&ids, &viewer(&auth))?,
     )))
 }
 
-/// Current state entries (as stream entries) that the reader may see, filtered.
-fn visible_state(
+/// State entries as stream entries, oldest first, filtered.
+pub(crate) fn stream_order(
     state: &AppState,
-    room_id: &RoomId,
-    until: u64,
+    readable: &StateMap,
     keep: impl Fn(&(StateEventType, String)) -> bool,
 ) -> Result<Vec<(u64, OwnedEventId)>> {
-    let current = state.rooms.current_state(room_id)?;
     let mut out = Vec::new();
-    for (entry, event_id) in current.iter() {
-        if !keep(entry) {
-            continue;
-        }
-        if let Some(meta) = state.rooms.event_meta(event_id)?
-            && meta.stream_pos <= until
+    for (entry, event_id) in readable.iter() {
+        if keep(entry)
+            && let Some(meta) = state.rooms.event_meta(event_id)?
         {
             out.push((meta.stream_pos, event_id.clone()));
         }
@@ -227,10 +216,11 @@ pub async fn get_event(
     let room_id = parse_room_id(&room)?;
     let event_id = EventId::parse(&event)
         .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
-    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let reader = reader(&state, &room_id, &auth.user_id)?;
     let not_found = || Error::NotFound("no such event".into());
     let meta = state.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
-    if meta.room_id != room_id || meta.stream_pos > until {
+    let pdu = state.rooms.pdu(&event_id)?.ok_or_else(not_found)?;
+    if meta.room_id != room_id || !state.rooms.is_visible(&reader, &pdu, &meta)? {
         return Err(not_found());
     }
     let event = state
@@ -246,20 +236,30 @@ pub struct MessagesQuery {
     to: Option<String>,
     dir: Option<String>,
     limit: Option<usize>,
+    filter: Option<String>,
 }
 
-fn parse_token(raw: &str) -> Result<u64> {
+pub(crate) fn parse_token(raw: &str) -> Result<u64> {
     raw.strip_prefix('s')
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| Error::InvalidParam("invalid pagination token".into()))
 }
 
-fn token(pos: u64) -> String {
+pub(crate) fn token(pos: u64) -> String {
     format!("s{pos}")
 }
 
+pub(crate) fn parse_filter(raw: Option<&str>) -> Result<RoomEventFilter> {
+    match raw {
+        Some(raw) => {
+            serde_json::from_str(raw).map_err(|e| Error::BadJson(format!("invalid filter: {e}")))
+        }
+        None => Ok(RoomEventFilter::default()),
+    }
+}
+
 /// `/messages`: tokens are stream positions; `b` returns events before `from`, newest first, `f`
-/// events after it, oldest first.
+/// events after it, oldest first. Only events the user may see and the filter passes are returned.
 pub async fn messages(
     State(state): State<AppState>,
     Auth(auth): Auth,
@@ -267,38 +267,53 @@ pub async fn messages(
     Query(query): Query<MessagesQuery>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let until = readable_until(&state, &room_id, &auth.user_id)?;
+    let reader = reader(&state, &room_id, &auth.user_id)?;
+    if !state.rooms.may_read_history(&room_id, &reader)? {
+        return Err(Error::Forbidden("you are not a member of this room".into()));
+    }
     let backwards = match query.dir.as_deref() {
         Some("b") => true,
         Some("f") => false,
         _ => return Err(Error::InvalidParam("dir must be b or f".into())),
     };
-    let limit = query.limit.unwrap_or(10).clamp(1, MAX_PAGE);
+    let filter = parse_filter(query.filter.as_deref())?;
+    let limit = query
+        .limit
+        .or(filter.limit)
+        .unwrap_or(10)
+        .clamp(1, MAX_PAGE);
     let from = query.from.as_deref().map(parse_token).transpose()?;
     let to = query.to.as_deref().map(parse_token).transpose()?;
-    // Positions are exclusive bounds; a reader who left cannot see past their leave.
-    let visible_end = until.saturating_add(1);
-    let (after, before) = if backwards {
-        (to.unwrap_or(0), from.unwrap_or(u64::MAX).min(visible_end))
-    } else {
-        (from.unwrap_or(0), to.unwrap_or(u64::MAX).min(visible_end))
-    };
-    let ids = state
-        .rooms
-        .timeline_range(&room_id, after, before, backwards, limit)?;
+    let page = state.rooms.paginate(
+        &room_id,
+        &reader,
+        &viewer(&auth),
+        PageRequest {
+            from,
+            to,
+            backwards,
+            limit,
+            filter: &filter,
+        },
+    )?;
     let start = match (from, backwards) {
         (Some(f), _) => f,
-        (None, true) => before.min(state.rooms.stream_position()?.saturating_add(1)),
+        (None, true) => state.rooms.stream_position()?.saturating_add(1),
         (None, false) => 0,
     };
-    let mut body = json!({
-        "start": token(start),
-        "chunk": state.rooms.client_events(&ids, &viewer(&auth))?,
-    });
-    if ids.len() == limit
-        && let Some((last, _)) = ids.last()
-    {
-        body["end"] = json!(token(*last));
+    let mut body = json!({ "start": token(start), "chunk": page.chunk });
+    if let Some(end) = page.end {
+        body["end"] = json!(token(end));
+    }
+    if filter.lazy_load_members && !page.senders.is_empty() {
+        let readable = state
+            .rooms
+            .readable_state(&room_id, &reader)?
+            .unwrap_or_default();
+        let ids = stream_order(&state, &readable, |(kind, key)| {
+            *kind == StateEventType::RoomMember && page.senders.iter().any(|s| s.as_str() == key)
+        })?;
+        body["state"] = json!(state.rooms.client_events(&ids, &viewer(&auth))?);
     }
     Ok(Json(body))
 }
@@ -316,8 +331,8 @@ pub async fn members(
     Query(query): Query<MembersQuery>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let until = readable_until(&state, &room_id, &auth.user_id)?;
-    let ids = visible_state(&state, &room_id, until, |(kind, _)| {
+    let readable = readable_state(&state, &room_id, &auth.user_id)?;
+    let ids = stream_order(&state, &readable, |(kind, _)| {
         *kind == StateEventType::RoomMember
     })?;
     let chunk: Vec<Value> = state
@@ -345,7 +360,8 @@ pub async fn joined_members(
     Path(room): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    if readable_until(&state, &room_id, &auth.user_id)? != u64::MAX {
+    let reader = reader(&state, &room_id, &auth.user_id)?;
+    if reader.membership.as_deref() != Some("join") && !state.rooms.is_world_readable(&room_id)? {
         return Err(Error::Forbidden("you are not a member of this room".into()));
     }
     let mut joined = serde_json::Map::new();

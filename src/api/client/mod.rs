@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod devices;
+pub mod directory;
 pub mod discovery;
+pub mod history;
 pub mod membership;
 pub mod message;
 pub mod mfa;
@@ -11,6 +13,7 @@ pub mod register;
 pub mod rooms;
 pub mod session;
 pub mod threepid;
+pub mod upgrade;
 
 use axum::Json;
 use ruma::UserId;

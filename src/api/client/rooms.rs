@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use ruma::events::StateEventType;
-use ruma::{RoomVersionId, UserId};
+use ruma::{OwnedRoomAliasId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -11,6 +11,7 @@ use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
 use crate::core::room_version;
 use crate::error::{Error, Result};
 use crate::service::rooms::NewEvent;
+use crate::service::rooms::alias::Reservation;
 use crate::service::rooms::create::{CreateRoom, Preset};
 
 #[derive(Deserialize)]
@@ -62,20 +63,16 @@ pub async fn create_room(
     Auth(auth): Auth,
     JsonBody(body, _): JsonBody<CreateRoomBody>,
 ) -> Result<Json<Value>> {
-    if body.room_alias_name.is_some() {
-        return Err(Error::InvalidParam(
-            "room aliases are not supported yet".into(),
-        ));
-    }
-    match body.visibility.as_deref() {
-        None | Some("private") => {}
-        Some("public") => {
-            return Err(Error::InvalidParam(
-                "the public room directory is not supported yet".into(),
-            ));
-        }
+    let publish = match body.visibility.as_deref() {
+        None | Some("private") => false,
+        Some("public") => true,
         Some(other) => return Err(Error::InvalidParam(format!("unknown visibility {other}"))),
-    }
+    };
+    let alias = body
+        .room_alias_name
+        .as_deref()
+        .map(|localpart| state.rooms.aliases.alias_from_localpart(localpart))
+        .transpose()?;
     let room_version = match body.room_version {
         Some(v) => {
             let v = RoomVersionId::try_from(v.as_str())
@@ -137,9 +134,19 @@ pub async fn create_room(
             topic: body.topic,
             invite,
             is_direct: body.is_direct,
+            alias: alias.map(|a| reserve_alias(&state, a)).transpose()?,
+            publish,
         })
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// Holds `createRoom`'s alias until the room exists; a taken alias is `M_ROOM_IN_USE`.
+fn reserve_alias(state: &AppState, alias: OwnedRoomAliasId) -> Result<Reservation> {
+    state.rooms.aliases.reserve(alias).map_err(|e| match e {
+        Error::Conflict(message) => Error::RoomInUse(message),
+        other => other,
+    })
 }
 
 pub async fn joined_rooms(State(state): State<AppState>, Auth(auth): Auth) -> Result<Json<Value>> {

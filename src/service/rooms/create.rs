@@ -1,10 +1,12 @@
-//! Room creation (`createRoom`): the create event, the creator's join, power levels, the preset's
-//! join rules and visibility, initial state, name, topic and invites, in the specification's order.
+//! Room creation (`createRoom`): the create event, the creator's join, power levels, the canonical
+//! alias, the preset's join rules and visibility, initial state, name, topic and invites, in the
+//! specification's order; then the alias mapping and the directory entry.
 
 use ruma::events::StateEventType;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::alias::{AliasRecord, Reservation};
 use super::{NewEvent, RoomInfo, Rooms};
 use crate::core::room_version;
 use crate::error::{Error, Result};
@@ -42,10 +44,14 @@ pub struct CreateRoom {
     pub topic: Option<String>,
     pub invite: Vec<OwnedUserId>,
     pub is_direct: bool,
+    /// The alias (reserved beforehand) that maps to the room and becomes its canonical alias.
+    pub alias: Option<Reservation>,
+    /// Whether to publish the room in the directory.
+    pub publish: bool,
 }
 
 impl Rooms {
-    pub async fn create_room(&self, request: CreateRoom) -> Result<OwnedRoomId> {
+    pub async fn create_room(&self, mut request: CreateRoom) -> Result<OwnedRoomId> {
         let rules = room_version::rules(&request.room_version)?;
         let v12 = rules.authorization.room_create_event_id_as_room_id;
         let mut info = RoomInfo {
@@ -74,6 +80,12 @@ impl Rooms {
         for event in follow_up_events(&request, v12) {
             self.append_locked(&mut info, Some(&room_id), creator, event, None)?;
         }
+        let record = AliasRecord {
+            room_id: room_id.clone(),
+            creator: creator.clone(),
+        };
+        self.aliases
+            .finish_creation(request.alias.take(), &record, request.publish)?;
         self.store.durable().await?;
         Ok(room_id)
     }
@@ -153,6 +165,13 @@ fn follow_up_events(request: &CreateRoom, v12: bool) -> Vec<NewEvent> {
             Value::Object(power_levels(request, v12)),
         ),
     ];
+    if let Some(alias) = &request.alias {
+        events.push(NewEvent::state(
+            StateEventType::RoomCanonicalAlias,
+            "",
+            json!({ "alias": alias.alias() }),
+        ));
+    }
     let (join_rule, guest_access) = match request.preset {
         Preset::PublicChat => ("public", "forbidden"),
         Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),

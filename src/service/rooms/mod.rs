@@ -6,10 +6,14 @@
 //! with its forward extremities, membership indices, the transaction-ID mapping and the global
 //! stream position), and the caller awaits durability before answering.
 
+pub mod alias;
 pub mod create;
 pub mod power;
 pub mod read;
+pub mod restricted;
 pub mod state;
+pub mod upgrade;
+pub mod visibility;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,9 +107,12 @@ pub struct Rooms {
     pub(crate) user_rooms: Tree,
     pub(crate) room_users: Tree,
     txns: Tree,
+    forgotten: Tree,
     store_meta: Tree,
     pub(crate) snapshots: SnapshotStore,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Room aliases and the published room directory.
+    pub aliases: alias::Aliases,
 }
 
 /// Maps core errors to API errors.
@@ -137,6 +144,8 @@ impl Rooms {
         signing_key: Arc<SigningKey>,
     ) -> Result<Self> {
         Ok(Self {
+            // Before `server_name` moves into its field.
+            aliases: alias::Aliases::new(store, server_name.clone())?,
             store: store.clone(),
             server_name,
             signing_key,
@@ -148,6 +157,7 @@ impl Rooms {
             user_rooms: store.tree(trees::USERID_ROOMID_MEMBERSHIP)?,
             room_users: store.tree(trees::ROOMID_USERID_MEMBERSHIP)?,
             txns: store.tree(trees::TXN_EVENTID)?,
+            forgotten: store.tree(trees::USERID_ROOMID_FORGOTTEN)?,
             store_meta: store.tree(trees::META)?,
             snapshots: SnapshotStore::new(store.tree(trees::SNAPSHOTID_SNAPSHOT)?),
             locks: Mutex::new(HashMap::new()),
@@ -361,6 +371,7 @@ impl Rooms {
             &self.store_meta,
             self.snapshots.tree(),
             &self.redacted_by,
+            &self.forgotten,
         ];
         self.store.transact(&trees, |t| {
             let pos = t[7]
@@ -384,6 +395,8 @@ impl Rooms {
             t[3].put(room_id.as_bytes(), info_bytes.clone())?;
             if let Some((user, membership)) = &membership {
                 set_membership(&t[4], &t[5], &room_id, user, membership)?;
+                // A new membership (a rejoin, an invite) un-forgets the room.
+                t[10].delete(keys::pair(user, room_id.as_str()))?;
             }
             if let Some(key) = &txn_key {
                 t[6].put(key, event_id.as_bytes().to_vec())?;

@@ -57,6 +57,19 @@ impl Rooms {
                 self.format(&r_pdu, &r_meta, viewer, false)?,
             );
         }
+        let own_member_event = *pdu.kind() == ruma::events::TimelineEventType::RoomMember
+            && pdu.state_key() == Some(viewer.user_id.as_str());
+        let membership = if own_member_event {
+            serde_json::from_str::<Value>(pdu.content().get())?
+                .get("membership")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        } else {
+            self.membership_at(meta, viewer.user_id)?
+        };
+        if let Some(membership) = membership {
+            unsigned.insert("membership".into(), json!(membership));
+        }
         if let (Some(entry), Some(before)) = (pdu.state_entry(), meta.state_before) {
             let state = self.snapshots.state(before)?;
             if let Some(previous) = state.get(&entry)
@@ -101,5 +114,90 @@ impl Rooms {
                     .ok_or_else(|| Error::internal(format!("timeline names missing event {id}")))
             })
             .collect()
+    }
+}
+
+/// How many timeline entries one request may look at before it returns what it has (with a
+/// token to continue), so that a reader who may see little cannot make a request scan a whole room.
+const MAX_SCAN: usize = 5000;
+
+/// One page of `/messages`.
+pub struct Page {
+    pub chunk: Vec<Value>,
+    /// Where the next page starts (exclusive), when there may be more.
+    pub end: Option<u64>,
+    /// Senders of the events in `chunk`, for lazy-loaded members.
+    pub senders: std::collections::BTreeSet<ruma::OwnedUserId>,
+}
+
+/// A pagination request: exclusive stream-position bounds, direction, size and filter.
+pub struct PageRequest<'a> {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub backwards: bool,
+    pub limit: usize,
+    pub filter: &'a crate::core::filter::RoomEventFilter,
+}
+
+impl Rooms {
+    /// Walks the timeline from `from` in the requested direction and returns up to `limit` events
+    /// the reader may see and the filter lets through.
+    pub fn paginate(
+        &self,
+        room_id: &ruma::RoomId,
+        reader: &super::visibility::Reader,
+        viewer: &Viewer<'_>,
+        request: PageRequest<'_>,
+    ) -> Result<Page> {
+        let mut page = Page {
+            chunk: Vec::new(),
+            end: None,
+            senders: Default::default(),
+        };
+        let batch = request.limit.clamp(20, 200);
+        let mut cursor = request
+            .from
+            .unwrap_or(if request.backwards { u64::MAX } else { 0 });
+        let mut scanned = 0;
+        loop {
+            let (after, before) = if request.backwards {
+                (request.to.unwrap_or(0), cursor)
+            } else {
+                (cursor, request.to.unwrap_or(u64::MAX))
+            };
+            let entries = self.timeline_range(room_id, after, before, request.backwards, batch)?;
+            let exhausted = entries.len() < batch;
+            for (pos, id) in entries {
+                cursor = pos;
+                scanned += 1;
+                let (Some(pdu), Some(meta)) = (self.pdu(&id)?, self.event_meta(&id)?) else {
+                    continue;
+                };
+                let has_url = serde_json::from_str::<Value>(pdu.content().get())
+                    .is_ok_and(|c| c.get("url").is_some());
+                if !request.filter.matches(
+                    room_id.as_str(),
+                    pdu.sender().as_str(),
+                    &pdu.kind().to_string(),
+                    has_url,
+                ) || !self.is_visible(reader, &pdu, &meta)?
+                {
+                    continue;
+                }
+                page.senders.insert(pdu.sender().to_owned());
+                page.chunk.push(self.format(&pdu, &meta, viewer, true)?);
+                if page.chunk.len() == request.limit || scanned >= MAX_SCAN {
+                    page.end = Some(pos);
+                    return Ok(page);
+                }
+            }
+            if exhausted {
+                return Ok(page);
+            }
+            if scanned >= MAX_SCAN {
+                page.end = Some(cursor);
+                return Ok(page);
+            }
+        }
     }
 }

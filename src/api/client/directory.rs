@@ -1,0 +1,290 @@
+//! The room directory: aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`), a
+//! room's visibility in the published directory (`/directory/list/room/{roomId}`) and
+//! `/publicRooms`. Only local rooms and aliases exist until federation does: remote aliases are
+//! unknown (404) and so are the directories of other servers.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use ruma::{OwnedRoomId, ServerName, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::membership::parse_room_id;
+use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::error::{Error, Result};
+use crate::service::rooms::alias::{RoomSummary, parse_alias, world_readable};
+
+/// The largest page `/publicRooms` answers (also the page size when no `limit` is given).
+const MAX_PUBLIC_ROOMS_PAGE: usize = 500;
+
+/// Whether the user is a server admin.
+fn is_admin(state: &AppState, user: &UserId) -> Result<bool> {
+    Ok(state.accounts.get(user)?.is_some_and(|a| a.admin))
+}
+
+/// Resolves a room alias (as given in a path) to its room: local aliases only; unknown and
+/// remote aliases are `M_NOT_FOUND`, malformed ones `M_INVALID_PARAM`.
+pub(crate) fn resolve_alias(state: &AppState, raw: &str) -> Result<OwnedRoomId> {
+    let alias = parse_alias(raw)?;
+    let not_found = || Error::NotFound(format!("room alias {alias} not found"));
+    if !state.rooms.aliases.is_local(&alias) {
+        return Err(not_found());
+    }
+    match state.rooms.aliases.resolve(&alias)? {
+        Some(record) if state.rooms.info(&record.room_id)?.is_some() => Ok(record.room_id),
+        _ => Err(not_found()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SetAliasBody {
+    room_id: String,
+}
+
+/// `PUT /directory/room/{roomAlias}`: a new local alias for a room the user is in.
+pub async fn set_alias(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(alias): Path<String>,
+    JsonBody(body, _): JsonBody<SetAliasBody>,
+) -> Result<Json<Value>> {
+    let alias = state.rooms.aliases.new_local_alias(&alias)?;
+    let room_id = parse_room_id(&body.room_id)?;
+    let admin = is_admin(&state, &auth.user_id)?;
+    state
+        .rooms
+        .create_alias(&alias, &room_id, &auth.user_id, admin)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /directory/room/{roomAlias}` (no authentication): the room and the servers that know it.
+pub async fn get_alias(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = resolve_alias(&state, &alias)?;
+    Ok(Json(
+        json!({ "room_id": room_id, "servers": [state.config.server_name] }),
+    ))
+}
+
+/// `DELETE /directory/room/{roomAlias}`: for the alias creator, room moderators and admins.
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(alias): Path<String>,
+) -> Result<Json<Value>> {
+    let alias = parse_alias(&alias)?;
+    if !state.rooms.aliases.is_local(&alias) {
+        return Err(Error::NotFound(format!("room alias {alias} not found")));
+    }
+    let admin = is_admin(&state, &auth.user_id)?;
+    state
+        .rooms
+        .delete_alias(&alias, &auth.user_id, admin)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /rooms/{roomId}/aliases`: the local aliases, for members (anyone if world-readable).
+pub async fn room_aliases(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let joined = state.rooms.membership(&room_id, &auth.user_id)?.as_deref() == Some("join");
+    let exists = state.rooms.info(&room_id)?.is_some();
+    if !exists || !(joined || world_readable(&state.rooms, &room_id)?) {
+        return Err(Error::Forbidden("you are not a member of this room".into()));
+    }
+    let aliases = state.rooms.aliases.list(&room_id)?;
+    Ok(Json(json!({ "aliases": aliases })))
+}
+
+/// `GET /directory/list/room/{roomId}` (no authentication).
+pub async fn get_visibility(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    if state.rooms.info(&room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    let visibility = if state.rooms.aliases.is_public(&room_id)? {
+        "public"
+    } else {
+        "private"
+    };
+    Ok(Json(json!({ "visibility": visibility })))
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityBody {
+    visibility: Option<String>,
+}
+
+/// `PUT /directory/list/room/{roomId}`: publishes (the default) or hides a room.
+pub async fn set_visibility(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    JsonBody(body, _): JsonBody<VisibilityBody>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let public = match body.visibility.as_deref() {
+        None | Some("public") => true,
+        Some("private") => false,
+        Some(other) => return Err(Error::InvalidParam(format!("unknown visibility {other}"))),
+    };
+    let admin = is_admin(&state, &auth.user_id)?;
+    state
+        .rooms
+        .set_directory_visibility(&room_id, &auth.user_id, admin, public)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// What a `/publicRooms` request asks for, from the query (GET) or the body (POST).
+#[derive(Default)]
+struct DirectoryQuery {
+    server: Option<String>,
+    limit: Option<u64>,
+    since: Option<String>,
+    search_term: Option<String>,
+    room_types: Option<Vec<Option<String>>>,
+    third_party_instance_id: Option<String>,
+}
+
+/// The `server` (and, for GET, `limit` and `since`) query parameters.
+fn parse_query(raw: Option<&str>, with_paging: bool) -> Result<DirectoryQuery> {
+    let mut query = DirectoryQuery::default();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "server" => query.server = Some(value.into_owned()),
+            "limit" if with_paging => {
+                let limit = value.parse().map_err(|_| {
+                    Error::InvalidParam("limit must be a non-negative integer".into())
+                })?;
+                query.limit = Some(limit);
+            }
+            "since" if with_paging => query.since = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+/// `GET /publicRooms` (no authentication).
+pub async fn public_rooms(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>> {
+    let query = parse_query(raw.as_deref(), true)?;
+    list_public_rooms(&state, query).map(Json)
+}
+
+#[derive(Deserialize)]
+pub struct PublicRoomsBody {
+    limit: Option<u64>,
+    since: Option<String>,
+    filter: Option<PublicRoomsFilter>,
+    include_all_networks: Option<bool>,
+    third_party_instance_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PublicRoomsFilter {
+    generic_search_term: Option<String>,
+    room_types: Option<Vec<Option<String>>>,
+}
+
+/// `POST /publicRooms`: the directory with a filter.
+pub async fn public_rooms_filtered(
+    State(state): State<AppState>,
+    Auth(_): Auth,
+    RawQuery(raw): RawQuery,
+    JsonBody(body, _): JsonBody<PublicRoomsBody>,
+) -> Result<Json<Value>> {
+    if body.include_all_networks == Some(true) && body.third_party_instance_id.is_some() {
+        return Err(Error::InvalidParam(
+            "third_party_instance_id can only be used if include_all_networks is false".into(),
+        ));
+    }
+    let filter = body.filter.unwrap_or(PublicRoomsFilter {
+        generic_search_term: None,
+        room_types: None,
+    });
+    let query = DirectoryQuery {
+        limit: body.limit,
+        since: body.since,
+        search_term: filter.generic_search_term,
+        room_types: filter.room_types,
+        third_party_instance_id: body.third_party_instance_id,
+        ..parse_query(raw.as_deref(), false)?
+    };
+    list_public_rooms(&state, query).map(Json)
+}
+
+fn batch_token(offset: usize) -> String {
+    format!("o{offset}")
+}
+
+fn parse_batch_token(raw: &str) -> Result<usize> {
+    raw.strip_prefix('o')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::InvalidParam("invalid pagination token".into()))
+}
+
+/// Whether a room passes the search term and room-type filters.
+fn matches(room: &RoomSummary, query: &DirectoryQuery) -> bool {
+    let term = query.search_term.as_deref().map(str::trim).unwrap_or("");
+    let term_ok = term.is_empty() || room.matches_term(term);
+    let type_ok = match &query.room_types {
+        Some(types) if !types.is_empty() => types.contains(&room.room_type),
+        _ => true,
+    };
+    term_ok && type_ok
+}
+
+/// One page of the local directory; tokens are offsets into the ordered, filtered list.
+fn list_public_rooms(state: &AppState, query: DirectoryQuery) -> Result<Value> {
+    if let Some(server) = &query.server {
+        let server = ServerName::parse(server)
+            .map_err(|e| Error::InvalidParam(format!("invalid server name: {e}")))?;
+        if server.as_str() != state.config.server_name {
+            return Err(Error::NotFound(format!(
+                "the room directory of {server} is not reachable without federation"
+            )));
+        }
+    }
+    let offset = query.since.as_deref().map(parse_batch_token).transpose()?;
+    let limit = match query.limit {
+        None | Some(0) => MAX_PUBLIC_ROOMS_PAGE,
+        Some(n) => {
+            usize::try_from(n).map_or(MAX_PUBLIC_ROOMS_PAGE, |n| n.min(MAX_PUBLIC_ROOMS_PAGE))
+        }
+    };
+    let all = state.rooms.public_room_summaries()?;
+    let total = all.len();
+    // No third-party networks are bridged here, so a specific one lists nothing.
+    let rooms: Vec<RoomSummary> = if query.third_party_instance_id.is_some() {
+        Vec::new()
+    } else {
+        all.into_iter().filter(|r| matches(r, &query)).collect()
+    };
+    let start = offset.unwrap_or(0).min(rooms.len());
+    let end = start.saturating_add(limit).min(rooms.len());
+    let mut body = json!({
+        "chunk": rooms[start..end],
+        "total_room_count_estimate": total,
+    });
+    if end < rooms.len() {
+        body["next_batch"] = json!(batch_token(end));
+    }
+    if start > 0 {
+        body["prev_batch"] = json!(batch_token(start.saturating_sub(limit)));
+    }
+    Ok(body)
+}

@@ -1,0 +1,146 @@
+//! History around a point: `/context`, `/timestamp_to_event`, and forgetting a room.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use ruma::EventId;
+use ruma::events::StateEventType;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::membership::parse_room_id;
+use super::message::{parse_filter, reader, stream_order, token, viewer};
+use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::error::{Error, Result};
+use crate::service::rooms::read::PageRequest;
+
+#[derive(Deserialize)]
+pub struct ContextQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+/// The largest `limit` `/context` honours.
+const MAX_CONTEXT: usize = 100;
+
+/// Events before and after an event, with the state at the event.
+pub async fn context(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((room, event)): Path<(String, String)>,
+    Query(query): Query<ContextQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let event_id = EventId::parse(&event)
+        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    let reader = reader(&state, &room_id, &auth.user_id)?;
+    let not_found = || Error::NotFound("no such event".into());
+    let meta = state.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
+    let pdu = state.rooms.pdu(&event_id)?.ok_or_else(not_found)?;
+    if meta.room_id != room_id || !state.rooms.is_visible(&reader, &pdu, &meta)? {
+        return Err(not_found());
+    }
+    let filter = parse_filter(query.filter.as_deref())?;
+    let limit = query.limit.or(filter.limit).unwrap_or(10).min(MAX_CONTEXT);
+    let v = viewer(&auth);
+    // `limit` is shared between both sides, as the specification describes.
+    let before_limit = limit / 2 + limit % 2;
+    let after_limit = limit / 2;
+    let page = |backwards: bool, size: usize| -> Result<_> {
+        if size == 0 {
+            return Ok(None);
+        }
+        state
+            .rooms
+            .paginate(
+                &room_id,
+                &reader,
+                &v,
+                PageRequest {
+                    from: Some(meta.stream_pos),
+                    to: None,
+                    backwards,
+                    limit: size,
+                    filter: &filter,
+                },
+            )
+            .map(Some)
+    };
+    let before = page(true, before_limit)?;
+    let after = page(false, after_limit)?;
+    let event = state
+        .rooms
+        .client_event(&event_id, &v)?
+        .ok_or_else(not_found)?;
+    let state_ids = match state.rooms.readable_state(&room_id, &reader)? {
+        Some(_) => {
+            let at_event = state.rooms.state_after(&meta, &pdu)?;
+            stream_order(&state, &at_event, |(kind, key)| {
+                !filter.lazy_load_members
+                    || *kind != StateEventType::RoomMember
+                    || key == pdu.sender().as_str()
+            })?
+        }
+        None => Vec::new(),
+    };
+    let start = before
+        .as_ref()
+        .and_then(|p| p.end)
+        .unwrap_or(meta.stream_pos);
+    let end = after
+        .as_ref()
+        .and_then(|p| p.end)
+        .unwrap_or(meta.stream_pos);
+    Ok(Json(json!({
+        "event": event,
+        "events_before": before.map(|p| p.chunk).unwrap_or_default(),
+        "events_after": after.map(|p| p.chunk).unwrap_or_default(),
+        "start": token(start),
+        "end": token(end),
+        "state": state.rooms.client_events(&state_ids, &v)?,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct TimestampQuery {
+    ts: u64,
+    dir: String,
+}
+
+/// The visible event closest to a time: the first at or after it (`f`), or the last at or
+/// before it (`b`).
+pub async fn timestamp_to_event(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    Query(query): Query<TimestampQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    let reader = reader(&state, &room_id, &auth.user_id)?;
+    if !state.rooms.may_read_history(&room_id, &reader)? {
+        return Err(Error::Forbidden("you are not a member of this room".into()));
+    }
+    let forwards = match query.dir.as_str() {
+        "f" => true,
+        "b" => false,
+        _ => return Err(Error::InvalidParam("dir must be f or b".into())),
+    };
+    let found = state
+        .rooms
+        .closest_to_timestamp(&room_id, &reader, query.ts, forwards)?
+        .ok_or_else(|| Error::NotFound("no event found".into()))?;
+    Ok(Json(json!({
+        "event_id": found.event_id(),
+        "origin_server_ts": found.origin_server_ts(),
+    })))
+}
+
+pub async fn forget(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path(room): Path<String>,
+    JsonBody(_, _): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room)?;
+    state.rooms.forget(&room_id, &auth.user_id).await?;
+    Ok(Json(json!({})))
+}
