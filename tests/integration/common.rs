@@ -118,6 +118,41 @@ impl TestServer {
     }
 }
 
+/// A registered user of a test server.
+pub struct User {
+    pub token: String,
+    pub id: String,
+}
+
+/// Registers `name` and returns its token and ID.
+pub async fn user(server: &TestServer, name: &str) -> User {
+    let body = server.register(name).await;
+    User {
+        token: token(&body),
+        id: body["user_id"].as_str().expect("user_id").to_owned(),
+    }
+}
+
+/// Creates a room with the given `createRoom` body; returns its ID.
+pub async fn create_room(server: &TestServer, u: &User, body: Value) -> String {
+    let (status, resp) = server
+        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    resp["room_id"].as_str().expect("room_id").to_owned()
+}
+
+/// Joins a room by ID (`POST /rooms/{id}/join`).
+pub async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&u.token),
+            json!({}),
+        )
+        .await
+}
+
 pub fn token(body: &Value) -> String {
     body["access_token"]
         .as_str()

@@ -3,28 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, errcode, token};
-
-struct User {
-    token: String,
-    id: String,
-}
-
-async fn user(server: &TestServer, name: &str) -> User {
-    let body = server.register(name).await;
-    User {
-        token: token(&body),
-        id: body["user_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn create(server: &TestServer, u: &User, body: Value) -> String {
-    let (status, resp) = server
-        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
-        .await;
-    assert_eq!(status, 200, "{resp}");
-    resp["room_id"].as_str().unwrap().to_owned()
-}
+use crate::common::{TestServer, User, create_room, errcode, user};
 
 /// The path of an alias (`#` must be percent-encoded in a URL path).
 fn alias_path(alias: &str) -> String {
@@ -123,7 +102,7 @@ async fn aliases_resolve_and_join() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({ "room_alias_name": "lobby", "visibility": "public", "name": "Lobby" }),
@@ -266,7 +245,7 @@ async fn alias_listing_and_deletion() {
     let bob = user(&server, "bob").await;
     let eve = user(&server, "eve").await;
     // Room version 10: power comes from the power levels alone.
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({ "room_version": "10", "preset": "private_chat", "invite": [bob.id] }),
@@ -327,7 +306,7 @@ async fn alias_listing_and_deletion() {
     assert_eq!(body["aliases"], json!(["#alices:localhost"]));
 
     // A deleted alias can be taken again, here for another room.
-    let other = create(&server, &bob, json!({})).await;
+    let other = create_room(&server, &bob, json!({})).await;
     assert_eq!(
         put_alias(&server, &bob, "#bobs:localhost", &other).await.0,
         200
@@ -342,20 +321,20 @@ async fn public_rooms_directory() {
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
     let eve = user(&server, "eve").await;
-    let cheese = create(
+    let cheese = create_room(
         &server,
         &alice,
         json!({ "visibility": "public", "name": "Cheese Lovers", "topic": "Tasty things" }),
     )
     .await;
     assert_eq!(join(&server, &bob, &cheese).await.0, 200);
-    let wine = create(
+    let wine = create_room(
         &server,
         &alice,
         json!({ "visibility": "public", "name": "Wine Club", "room_alias_name": "wine" }),
     )
     .await;
-    let secret = create(&server, &alice, json!({ "name": "Secret Cheese" })).await;
+    let secret = create_room(&server, &alice, json!({ "name": "Secret Cheese" })).await;
 
     // Anyone lists the directory: published rooms only, most members first.
     let (status, page) = server.get("/_matrix/client/v3/publicRooms", None).await;

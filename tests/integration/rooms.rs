@@ -3,28 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, errcode, token};
-
-struct User {
-    token: String,
-    id: String,
-}
-
-async fn user(server: &TestServer, name: &str) -> User {
-    let body = server.register(name).await;
-    User {
-        token: token(&body),
-        id: body["user_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn create(server: &TestServer, u: &User, body: Value) -> String {
-    let (status, resp) = server
-        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
-        .await;
-    assert_eq!(status, 200, "{resp}");
-    resp["room_id"].as_str().unwrap().to_owned()
-}
+use crate::common::{TestServer, User, create_room, errcode, join, user};
 
 async fn send(server: &TestServer, u: &User, room: &str, txn: &str, body: &str) -> (u16, Value) {
     server
@@ -42,16 +21,6 @@ async fn messages(server: &TestServer, u: &User, room: &str, query: &str) -> (u1
         .get(
             &format!("/_matrix/client/v3/rooms/{room}/messages?{query}"),
             Some(&u.token),
-        )
-        .await
-}
-
-async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            Some(&u.token),
-            json!({}),
         )
         .await
 }
@@ -92,7 +61,7 @@ async fn create_send_and_paginate() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
     for version in ["10", "11", "12"] {
-        let room = create(
+        let room = create_room(
             &server,
             &alice,
             json!({ "room_version": version, "name": "Room" }),
@@ -122,7 +91,7 @@ async fn create_send_and_paginate() {
         (400, "M_UNSUPPORTED_ROOM_VERSION")
     );
 
-    let room = create(&server, &alice, json!({ "topic": "chat" })).await;
+    let room = create_room(&server, &alice, json!({ "topic": "chat" })).await;
     assert!(!room.contains(':'), "v12 room IDs are hashes: {room}");
     let (_, joined) = server
         .get("/_matrix/client/v3/joined_rooms", Some(&alice.token))
@@ -179,7 +148,7 @@ async fn membership_and_power_are_enforced() {
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
     let eve = user(&server, "eve").await;
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({ "preset": "private_chat", "invite": [bob.id] }),
@@ -309,7 +278,7 @@ async fn redaction_strips_content() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
-    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     let (status, _) = server
         .post(
             &format!("/_matrix/client/v3/rooms/{room}/join"),
@@ -354,7 +323,7 @@ async fn redaction_strips_content() {
 async fn bad_events_are_refused() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
-    let room = create(&server, &alice, json!({})).await;
+    let room = create_room(&server, &alice, json!({})).await;
     let (status, body) = send(&server, &alice, &room, "big", &"x".repeat(70_000)).await;
     assert_eq!((status, errcode(&body)), (413, "M_TOO_LARGE"));
     let (status, body) = server
@@ -411,7 +380,7 @@ async fn history_visibility_is_enforced_per_event() {
     let carol = user(&server, "carol").await;
 
     // joined: Bob sees only what was sent while he was joined.
-    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     let hv = |v: &str| json!({ "history_visibility": v });
     assert_eq!(
         put_state(
@@ -474,14 +443,14 @@ async fn history_visibility_is_enforced_per_event() {
     assert_eq!(status, 403);
 
     // shared: joining later reveals the earlier history.
-    let shared = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let shared = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     send(&server, &alice, &shared, "1", "early").await;
     assert_eq!(join(&server, &bob, &shared).await.0, 200);
     let (_, page) = messages(&server, &bob, &shared, "dir=b&limit=50").await;
     assert_eq!(bodies(&page), vec!["early"]);
 
     // invited: visible from the invite on.
-    let invited = create(&server, &alice, json!({})).await;
+    let invited = create_room(&server, &alice, json!({})).await;
     assert_eq!(
         put_state(
             &server,
@@ -508,7 +477,7 @@ async fn history_visibility_is_enforced_per_event() {
     assert_eq!(bodies(&page), vec!["while invited"]);
 
     // world_readable: anyone can read without joining, but cannot send.
-    let open = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let open = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     assert_eq!(
         put_state(
             &server,
@@ -542,7 +511,7 @@ async fn context_timestamps_and_filters() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
-    let room = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     assert_eq!(join(&server, &bob, &room).await.0, 200);
     let mut ids = Vec::new();
     for i in 0..5 {

@@ -3,28 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, errcode, token};
-
-struct User {
-    token: String,
-    id: String,
-}
-
-async fn user(server: &TestServer, name: &str) -> User {
-    let body = server.register(name).await;
-    User {
-        token: token(&body),
-        id: body["user_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn create(server: &TestServer, u: &User, body: Value) -> String {
-    let (status, resp) = server
-        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
-        .await;
-    assert_eq!(status, 200, "{resp}");
-    resp["room_id"].as_str().unwrap().to_owned()
-}
+use crate::common::{TestServer, User, create_room, errcode, join, user};
 
 async fn upgrade(server: &TestServer, u: &User, room: &str, body: Value) -> (u16, Value) {
     server
@@ -32,16 +11,6 @@ async fn upgrade(server: &TestServer, u: &User, room: &str, body: Value) -> (u16
             &format!("/_matrix/client/v3/rooms/{room}/upgrade"),
             Some(&u.token),
             body,
-        )
-        .await
-}
-
-async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
-    server
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            Some(&u.token),
-            json!({}),
         )
         .await
 }
@@ -119,7 +88,7 @@ async fn upgrade_keeps_state_and_links_the_rooms() {
     let bob = user(&server, "bob").await;
     let carol = user(&server, "carol").await;
     for version in ["10", "11"] {
-        let old = create(
+        let old = create_room(
             &server,
             &alice,
             json!({
@@ -206,7 +175,7 @@ async fn upgrade_options_and_a_moderator_upgrading() {
     let bob = user(&server, "bob").await;
 
     // A v12 room upgraded with an additional creator, who is then not listed in `users`.
-    let old = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let old = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     assert_eq!(join(&server, &bob, &old).await.0, 200);
     let (_, mut levels) = state(&server, &alice, &old, "m.room.power_levels").await;
     levels["users"][&bob.id] = json!(50);
@@ -222,7 +191,7 @@ async fn upgrade_options_and_a_moderator_upgrading() {
 
     // A moderator (50) allowed to send tombstones upgrades a v11 room to v11: their level is
     // kept although the copied state needs 100, and they cannot close the old room.
-    let old = create(
+    let old = create_room(
         &server,
         &alice,
         json!({
@@ -259,7 +228,7 @@ async fn refused_upgrades_change_nothing() {
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
     let eve = user(&server, "eve").await;
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({ "room_version": "11", "preset": "public_chat" }),
@@ -313,7 +282,7 @@ async fn knock_then_invite_then_join() {
     let bob = user(&server, "bob").await;
     let carol = user(&server, "carol").await;
     for version in ["10", "12"] {
-        let room = create(
+        let room = create_room(
             &server,
             &alice,
             json!({
@@ -345,7 +314,7 @@ async fn knock_then_invite_then_join() {
     }
 
     // Invite-only rooms refuse knocks and nothing changes.
-    let room = create(&server, &alice, json!({ "preset": "private_chat" })).await;
+    let room = create_room(&server, &alice, json!({ "preset": "private_chat" })).await;
     let (status, body) = knock(&server, &carol, &room).await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
     let (status, _) = state(
@@ -371,7 +340,7 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
     let alice = user(&server, "alice").await;
     let bob = user(&server, "bob").await;
     let carol = user(&server, "carol").await;
-    let space = create(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let space = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
     assert_eq!(join(&server, &bob, &space).await.0, 200);
     let allow = json!([{ "type": "m.room_membership", "room_id": space }]);
     let rules = |rule: &str| {
@@ -382,7 +351,7 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
     };
 
     for version in ["10", "11", "12"] {
-        let room = create(
+        let room = create_room(
             &server,
             &alice,
             json!({ "room_version": version, "initial_state": rules("restricted") }),
@@ -401,7 +370,7 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
     }
 
     // knock_restricted: members of the allowed room join, others may knock.
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({ "initial_state": rules("knock_restricted") }),
@@ -425,7 +394,7 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
     assert!(member.get("join_authorised_via_users_server").is_none());
 
     // Nobody in the room may invite: even members of the allowed room are refused.
-    let room = create(
+    let room = create_room(
         &server,
         &alice,
         json!({

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::membership::parse_room_id;
-use super::message::{parse_filter, reader, stream_order, token, viewer};
+use super::message::{parse_filter, reader, stream_order, token, viewer, visible_event};
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::rooms::read::PageRequest;
@@ -33,12 +33,8 @@ pub async fn context(
     let event_id = EventId::parse(&event)
         .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
     let reader = reader(&state, &room_id, &auth.user_id)?;
+    let (pdu, meta) = visible_event(&state, &reader, &room_id, &event_id)?;
     let not_found = || Error::NotFound("no such event".into());
-    let meta = state.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
-    let pdu = state.rooms.pdu(&event_id)?.ok_or_else(not_found)?;
-    if meta.room_id != room_id || !state.rooms.is_visible(&reader, &pdu, &meta)? {
-        return Err(not_found());
-    }
     let filter = parse_filter(query.filter.as_deref())?;
     let limit = query.limit.or(filter.limit).unwrap_or(10).min(MAX_CONTEXT);
     let v = viewer(&auth);

@@ -16,8 +16,9 @@ use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-use crate::core::StateMap;
 use crate::core::filter::RoomEventFilter;
+use crate::core::{Pdu, StateMap};
+use crate::service::rooms::EventMeta;
 use crate::service::rooms::read::{PageRequest, Viewer};
 use crate::service::rooms::visibility::Reader;
 use crate::service::rooms::{NewEvent, Txn};
@@ -45,6 +46,22 @@ pub(crate) fn readable_state(
         .rooms
         .readable_state(room_id, &reader)?
         .ok_or_else(|| Error::Forbidden("you are not a member of this room".into()))
+}
+
+/// An event of the room that the reader may see, or 404 (whether it exists or not).
+pub(crate) fn visible_event(
+    state: &AppState,
+    reader: &Reader,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> Result<(Pdu, EventMeta)> {
+    let not_found = || Error::NotFound("no such event".into());
+    let meta = state.rooms.event_meta(event_id)?.ok_or_else(not_found)?;
+    let pdu = state.rooms.pdu(event_id)?.ok_or_else(not_found)?;
+    if meta.room_id != room_id || !state.rooms.is_visible(reader, &pdu, &meta)? {
+        return Err(not_found());
+    }
+    Ok((pdu, meta))
 }
 
 pub(crate) fn viewer(auth: &Authed) -> Viewer<'_> {
@@ -217,12 +234,8 @@ pub async fn get_event(
     let event_id = EventId::parse(&event)
         .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
     let reader = reader(&state, &room_id, &auth.user_id)?;
+    visible_event(&state, &reader, &room_id, &event_id)?;
     let not_found = || Error::NotFound("no such event".into());
-    let meta = state.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
-    let pdu = state.rooms.pdu(&event_id)?.ok_or_else(not_found)?;
-    if meta.room_id != room_id || !state.rooms.is_visible(&reader, &pdu, &meta)? {
-        return Err(not_found());
-    }
     let event = state
         .rooms
         .client_event(&event_id, &viewer(&auth))?

@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::power::Powers;
 use ruma::events::{StateEventType, TimelineEventType};
-use ruma::state_res::events::{RoomCreateEvent, RoomPowerLevelsEvent};
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId,
 };
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Rooms;
-use crate::core::{StateMap, room_version};
+use crate::core::StateMap;
 use crate::error::{Error, Result};
 use crate::storage::{Store, Tree, abort, keys, trees};
 
@@ -346,57 +346,15 @@ fn state_content(rooms: &Rooms, state: &StateMap, kind: StateEventType) -> Resul
 
 /// Whether the room's history visibility is `world_readable`.
 pub fn world_readable(rooms: &Rooms, room_id: &RoomId) -> Result<bool> {
-    let state = rooms.current_state(room_id)?;
-    let history = state_content(rooms, &state, StateEventType::RoomHistoryVisibility)?;
-    Ok(content_str(&history, "history_visibility").as_deref() == Some("world_readable"))
+    rooms.is_world_readable(room_id)
 }
 
-/// The creators of a room (the create event's sender, plus `additional_creators` from room
-/// version 12 on).
-fn creators(rooms: &Rooms, room_id: &RoomId) -> Result<HashSet<OwnedUserId>> {
+/// The power facts of a room's current state.
+fn powers(rooms: &Rooms, room_id: &RoomId) -> Result<Powers> {
     let info = rooms
         .info(room_id)?
         .ok_or_else(|| Error::NotFound("no such room".into()))?;
-    let rules = room_version::rules(&info.room_version)?.authorization;
-    let create = rooms
-        .state_event(room_id, &StateEventType::RoomCreate, "")?
-        .ok_or_else(|| Error::internal("room without a create event"))?;
-    RoomCreateEvent::new(create)
-        .creators(&rules)
-        .map_err(Error::internal)
-}
-
-/// Whether `user`, joined to the room, has the power to send the state event `kind` (with an
-/// empty state key) by the room's power levels; room version 12 creators always have.
-fn may_send_state(
-    rooms: &Rooms,
-    room_id: &RoomId,
-    user: &UserId,
-    kind: &StateEventType,
-) -> Result<bool> {
-    if rooms.membership(room_id, user)?.as_deref() != Some("join") {
-        return Ok(false);
-    }
-    let Some(info) = rooms.info(room_id)? else {
-        return Ok(false);
-    };
-    let rules = room_version::rules(&info.room_version)?.authorization;
-    if rules.explicitly_privilege_room_creators && creators(rooms, room_id)?.contains(user) {
-        return Ok(true);
-    }
-    let Some(levels) = rooms.state_event(room_id, &StateEventType::RoomPowerLevels, "")? else {
-        // Without power levels, every member may send state events.
-        return Ok(true);
-    };
-    let levels = RoomPowerLevelsEvent::new(levels);
-    let power = levels
-        .user_power_level(user, &rules)
-        .map_err(Error::internal)?;
-    let kind = TimelineEventType::from(kind.to_string());
-    let needed = levels
-        .event_power_level(&kind, Some(""), &rules)
-        .map_err(Error::internal)?;
-    Ok(power >= needed)
+    Powers::load(rooms, &info.room_version, &*rooms.current_state(room_id)?)
 }
 
 /// Whether `user` may manage a room's aliases and directory entry: a server admin, a creator
@@ -407,9 +365,13 @@ pub fn may_manage_directory(
     user: &UserId,
     admin: bool,
 ) -> Result<bool> {
-    Ok(admin
-        || creators(rooms, room_id)?.contains(user)
-        || may_send_state(rooms, room_id, user, &StateEventType::RoomCanonicalAlias)?)
+    if admin {
+        return Ok(true);
+    }
+    let powers = powers(rooms, room_id)?;
+    let joined = rooms.membership(room_id, user)?.as_deref() == Some("join");
+    Ok(powers.creators().contains(user)
+        || (joined && powers.may_send(user, &TimelineEventType::RoomCanonicalAlias, Some(""))?))
 }
 
 impl Rooms {

@@ -23,37 +23,8 @@ pub fn can_redact_others(
     state: &StateMap,
     user: &UserId,
 ) -> Result<bool> {
-    let rules = room_version::rules(version)?.authorization;
-    let fetch = |kind: StateEventType| -> Result<Option<crate::core::Pdu>> {
-        match state.get(&(kind, String::new())) {
-            Some(id) => rooms.pdu(id),
-            None => Ok(None),
-        }
-    };
-    let create = fetch(StateEventType::RoomCreate)?
-        .ok_or_else(|| Error::internal("room without a create event"))?;
-    let creators = RoomCreateEvent::new(create)
-        .creators(&rules)
-        .map_err(Error::internal)?;
-    if rules.explicitly_privilege_room_creators && creators.contains(user) {
-        return Ok(true);
-    }
-    let Some(levels) = fetch(StateEventType::RoomPowerLevels)? else {
-        let power = if creators.contains(user) {
-            DEFAULT_CREATOR_POWER
-        } else {
-            0
-        };
-        return Ok(power >= i64::from(RoomPowerLevelsIntField::Redact.default_value()));
-    };
-    let levels = RoomPowerLevelsEvent::new(levels);
-    let power = levels
-        .user_power_level(user, &rules)
-        .map_err(Error::internal)?;
-    let needed = levels
-        .get_as_int_or_default(RoomPowerLevelsIntField::Redact, &rules)
-        .map_err(Error::internal)?;
-    Ok(power >= needed)
+    let powers = Powers::load(rooms, version, state)?;
+    Ok(powers.user(user)? >= powers.field(RoomPowerLevelsIntField::Redact)?)
 }
 
 /// The power facts of one room state: its creators and its power-levels event, read once to
@@ -117,12 +88,9 @@ impl Powers {
                 .event_power_level(kind, state_key, &self.rules)
                 .map_err(Error::internal);
         }
-        let field = if state_key.is_some() {
-            RoomPowerLevelsIntField::StateDefault
-        } else {
-            RoomPowerLevelsIntField::EventsDefault
-        };
-        Ok(field.default_value())
+        // Without a power-levels event, `state_default` is 0 (not its usual default of 50), as is
+        // `events_default`: anyone who may be in the room may send.
+        Ok(Int::from(0u8))
     }
 
     /// The value of an integer field (`invite`, `kick` …), or its default.
@@ -133,6 +101,16 @@ impl Powers {
                 .map_err(Error::internal),
             None => Ok(field.default_value()),
         }
+    }
+
+    /// Whether `user` has the level to send an event of type `kind`.
+    pub fn may_send(
+        &self,
+        user: &UserId,
+        kind: &TimelineEventType,
+        state_key: Option<&str>,
+    ) -> Result<bool> {
+        Ok(self.user(user)? >= self.event_level(kind, state_key)?)
     }
 
     /// Whether `user` has at least the `invite` level.
