@@ -598,3 +598,122 @@ async fn context_timestamps_and_filters() {
     let (status, body) = messages(&server, &alice, &room, "dir=b&filter=%7Bnot").await;
     assert_eq!((status, errcode(&body)), (400, "M_BAD_JSON"));
 }
+
+/// Two events built by hand on the same prev event fork the DAG; the room's state is then the
+/// state resolution of both branches, and the next local event merges them.
+#[tokio::test]
+async fn forks_are_resolved() {
+    use roost::core::pdu::{EventTemplate, build_event};
+    use ruma::events::TimelineEventType;
+    use ruma::{MilliSecondsSinceUnixEpoch, OwnedRoomId, UInt, UserId};
+
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let eve = user(&server, "eve").await;
+    let room = create_room(&server, &alice, json!({ "name": "original" })).await;
+    let services = server.server.as_ref().unwrap().services().clone();
+    let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
+    let info = services.rooms.info(&room_id).unwrap().unwrap();
+    assert_eq!(info.extremities.len(), 1);
+    let state = services.rooms.current_state(&room_id).unwrap();
+
+    let fork = |sender: &str, kind: &str, state_key: Option<&str>, content: Value, ts: u64| {
+        let mut template = EventTemplate {
+            room_id: Some(room_id.clone()),
+            sender: UserId::parse(sender).unwrap(),
+            kind: TimelineEventType::from(kind),
+            state_key: state_key.map(str::to_owned),
+            content,
+            prev_events: info.extremities.clone(),
+            auth_events: Vec::new(),
+            depth: UInt::try_from(info.depth + 1).unwrap(),
+            origin_server_ts: MilliSecondsSinceUnixEpoch(UInt::try_from(ts).unwrap()),
+            redacts: None,
+        };
+        template.auth_events =
+            roost::core::auth::select_auth_events(&info.room_version, &template, &state).unwrap();
+        build_event(
+            &info.room_version,
+            template,
+            ruma::server_name!("localhost"),
+            &services.signing_key.pair,
+        )
+        .unwrap()
+    };
+    let name = |n: &str| json!({ "name": n });
+    let early = fork(&alice.id, "m.room.name", Some(""), name("early"), 1_000);
+    let late = fork(&alice.id, "m.room.name", Some(""), name("late"), 2_000);
+    // The later one arrives first: the last write must not simply win.
+    services.rooms.ingest(late.clone()).await.unwrap();
+    services.rooms.ingest(early.clone()).await.unwrap();
+    // Ingesting the same event twice changes nothing.
+    services.rooms.ingest(early.clone()).await.unwrap();
+    let info = services.rooms.info(&room_id).unwrap().unwrap();
+    assert_eq!(info.extremities.len(), 2);
+
+    // Same sender and power: the later timestamp wins.
+    let current = |server: &TestServer| {
+        let room = room.clone();
+        let token = alice.token.clone();
+        let server_base = server.base.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!(
+                    "{server_base}/_matrix/client/v3/rooms/{room}/state/m.room.name"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(current(&server).await["name"], "late");
+
+    // An outsider's forked event fails the auth rules and changes nothing.
+    let intruder = fork(
+        &eve.id,
+        "m.room.message",
+        None,
+        json!({ "body": "hi" }),
+        3_000,
+    );
+    assert!(services.rooms.ingest(intruder).await.is_err());
+    assert_eq!(
+        services
+            .rooms
+            .info(&room_id)
+            .unwrap()
+            .unwrap()
+            .extremities
+            .len(),
+        2
+    );
+
+    // The next local event follows both branches and merges them.
+    let (status, sent) = send(&server, &alice, &room, "merge", "merged").await;
+    assert_eq!(status, 200);
+    let merged = services
+        .rooms
+        .pdu(&ruma::EventId::parse(sent["event_id"].as_str().unwrap()).unwrap())
+        .unwrap()
+        .unwrap();
+    let mut prevs: Vec<String> = merged.prev_events().iter().map(|e| e.to_string()).collect();
+    prevs.sort();
+    let mut forks = vec![early.event_id().to_string(), late.event_id().to_string()];
+    forks.sort();
+    assert_eq!(prevs, forks);
+    assert_eq!(
+        services
+            .rooms
+            .info(&room_id)
+            .unwrap()
+            .unwrap()
+            .extremities
+            .len(),
+        1
+    );
+    assert_eq!(current(&server).await["name"], "late");
+}

@@ -8,6 +8,7 @@
 
 pub mod alias;
 pub mod create;
+pub mod ingest;
 pub mod power;
 pub mod read;
 pub mod restricted;
@@ -53,6 +54,9 @@ pub struct EventMeta {
     pub stream_pos: u64,
     /// Snapshot of the room state before the event.
     pub state_before: Option<u64>,
+    /// Snapshot of the room state after the event (differs for state events).
+    #[serde(default)]
+    pub state_after: Option<u64>,
     /// `(device, txn id)` of a client that sent it.
     pub txn: Option<(String, String)>,
 }
@@ -84,6 +88,20 @@ impl NewEvent {
             redacts: None,
         }
     }
+}
+
+/// The snapshots one append reads and writes.
+struct StatePlan {
+    /// Snapshot of the state before the event.
+    before: Option<u64>,
+    /// Snapshot of the state after the event.
+    after: Option<u64>,
+    /// The room's current snapshot afterwards.
+    current: Option<u64>,
+    /// Snapshots to write: ID, snapshot, and the full state to cache.
+    new: Vec<(u64, state::Snapshot, StateMap)>,
+    /// The forward extremities afterwards.
+    extremities: Vec<OwnedEventId>,
 }
 
 /// A client transaction: the same `(device, txn)` in a room yields the same event.
@@ -301,7 +319,8 @@ impl Rooms {
         if let Some(redacted) = pdu.redacts() {
             self.check_redaction(&pdu, redacted, &state)?;
         }
-        self.persist(info, &pdu, &state, txn)?;
+        let plan = self.local_plan(info, &pdu, &state)?;
+        self.persist(info, &pdu, plan, txn)?;
         Ok(pdu)
     }
 
@@ -330,32 +349,50 @@ impl Rooms {
         }
     }
 
+    /// The snapshots of a local append: the state before is the current state; a state event
+    /// makes a new snapshot that becomes current.
+    fn local_plan(&self, info: &RoomInfo, pdu: &Pdu, state_before: &StateMap) -> Result<StatePlan> {
+        let mut plan = StatePlan {
+            before: info.snapshot,
+            after: info.snapshot,
+            current: info.snapshot,
+            new: Vec::new(),
+            // Extremities beyond the prev_events cap stay extremities.
+            extremities: info
+                .extremities
+                .iter()
+                .filter(|e| !pdu.prev_events().contains(e))
+                .cloned()
+                .chain(std::iter::once(pdu.event_id().to_owned()))
+                .collect(),
+        };
+        if let Some(entry) = pdu.state_entry() {
+            let parent = info.snapshot.map(|id| (id, state_before));
+            let (snapshot, full) = self
+                .snapshots
+                .derive(parent, &[(entry, pdu.event_id().to_owned())])?;
+            let id = self.store.generate_id()?;
+            plan.after = Some(id);
+            plan.current = Some(id);
+            plan.new.push((id, snapshot, full));
+        }
+        Ok(plan)
+    }
+
     /// Writes everything one event changes in one transaction.
     fn persist(
         &self,
         info: &mut RoomInfo,
         pdu: &Pdu,
-        state_before: &StateMap,
+        plan: StatePlan,
         txn: Option<Txn>,
     ) -> Result<()> {
         let room_id = pdu.room_id().to_owned();
         let event_id = pdu.event_id().to_owned();
         let mut new_info = info.clone();
-        new_info.extremities = vec![event_id.clone()];
+        new_info.extremities = plan.extremities.clone();
         new_info.depth = info.depth.max(u64::from(pdu.depth()));
-        // A state event makes a new snapshot; other events share the current one.
-        let new_snapshot = match pdu.state_entry() {
-            Some(entry) => {
-                let parent = info.snapshot.map(|id| (id, state_before));
-                let (snapshot, full) = self
-                    .snapshots
-                    .derive(parent, &[(entry, event_id.clone())])?;
-                let id = self.store.generate_id()?;
-                new_info.snapshot = Some(id);
-                Some((id, snapshot, full))
-            }
-            None => None,
-        };
+        new_info.snapshot = plan.current;
         let membership = member_change(pdu);
         let pdu_bytes = serde_json::to_vec(pdu)?;
         let info_bytes = serde_json::to_vec(&new_info)?;
@@ -383,7 +420,8 @@ impl Rooms {
             let meta = EventMeta {
                 room_id: room_id.clone(),
                 stream_pos: pos,
-                state_before: info.snapshot,
+                state_before: plan.before,
+                state_after: plan.after,
                 txn: txn
                     .as_ref()
                     .map(|t| (t.device_id.clone(), t.txn_id.clone())),
@@ -401,7 +439,7 @@ impl Rooms {
             if let Some(key) = &txn_key {
                 t[6].put(key, event_id.as_bytes().to_vec())?;
             }
-            if let Some((id, snapshot, _)) = &new_snapshot {
+            for (id, snapshot, _) in &plan.new {
                 state::put_snapshot::<Error>(&t[8], *id, snapshot)?;
             }
             if let Some(target) = pdu.redacts() {
@@ -409,7 +447,7 @@ impl Rooms {
             }
             Ok(())
         })?;
-        if let Some((id, _, full)) = new_snapshot {
+        for (id, _, full) in plan.new {
             self.snapshots.remember(id, Arc::new(full))?;
         }
         *info = new_info;

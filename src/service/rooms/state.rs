@@ -139,6 +139,42 @@ impl SnapshotStore {
     }
 }
 
+impl SnapshotStore {
+    /// The snapshot for an arbitrary `target` state: a delta on `parent` when `target` only adds
+    /// or changes entries, a full copy when it drops some (deltas cannot remove entries).
+    pub fn derive_to(
+        &self,
+        parent: Option<(u64, &StateMap)>,
+        target: &StateMap,
+    ) -> Result<Snapshot> {
+        let delta = parent.and_then(|(_, base)| {
+            if base.keys().all(|k| target.contains_key(k)) {
+                Some(
+                    target
+                        .iter()
+                        .filter(|(k, v)| base.get(*k) != Some(*v))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                None
+            }
+        });
+        match delta {
+            Some(changes) => Ok(self.derive(parent, &changes)?.0),
+            None => Ok(self
+                .derive(
+                    None,
+                    &target
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<Vec<_>>(),
+                )?
+                .0),
+        }
+    }
+}
+
 /// Writes a snapshot inside a transaction.
 pub fn put_snapshot<E: From<Error>>(
     tree: &TxTree<'_>,
