@@ -114,6 +114,11 @@ pub fn router(state: AppState) -> Router {
             &v3("/rooms/{room}/state/{kind}"),
             put(message::put_state_empty_key).get(message::get_state_empty_key),
         )
+        // An empty state key as clients (ruma among them) write it: a trailing slash.
+        .route(
+            &v3("/rooms/{room}/state/{kind}/"),
+            put(message::put_state_empty_key).get(message::get_state_empty_key),
+        )
         .route(&v3("/rooms/{room}/state"), get(message::all_state))
         .route(&v3("/rooms/{room}/event/{event}"), get(message::get_event))
         .route(&v3("/rooms/{room}/messages"), get(message::messages))

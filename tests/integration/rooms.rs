@@ -717,3 +717,48 @@ async fn forks_are_resolved() {
     );
     assert_eq!(current(&server).await["name"], "late");
 }
+
+#[tokio::test]
+async fn members_at_a_point_in_history() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    let (_, page) = messages(&server, &alice, &room, "dir=b&limit=1").await;
+    let before_bob = page["start"].as_str().unwrap().to_owned();
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+    let count = |body: &Value| body["chunk"].as_array().unwrap().len();
+    let (_, now) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(count(&now), 2);
+    let (_, then) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?at={before_bob}"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(count(&then), 1, "{then}");
+    let (_, joined) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/members?membership=join&not_membership=leave"
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(count(&joined), 2);
+    // A member event's state key must be a user ID.
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/not-a-user"),
+            Some(&alice.token),
+            Some(json!({ "membership": "join" })),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+}

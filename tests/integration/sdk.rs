@@ -203,3 +203,129 @@ async fn direct_chat_history_through_the_sdk() {
         .collect();
     assert_eq!(bodies, expected);
 }
+
+/// A group of three through matrix-sdk's typed requests: the owner renames the room, sets an
+/// avatar and kicks a member, who then can neither send nor read what follows.
+#[tokio::test]
+async fn group_room_through_the_sdk() {
+    use matrix_sdk::ruma::api::Direction;
+    use matrix_sdk::ruma::api::client::{
+        membership::{join_room_by_id, kick_user},
+        message,
+        room::create_room,
+        state,
+    };
+    use matrix_sdk::ruma::events::EmptyStateKey;
+    use matrix_sdk::ruma::events::room::avatar::RoomAvatarEventContent;
+    use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+    use matrix_sdk::ruma::events::room::name::RoomNameEventContent;
+    use matrix_sdk::ruma::{OwnedTransactionId, UserId};
+
+    let server = TestServer::start().await;
+    let register = |name: &'static str| {
+        let base = server.base.clone();
+        async move {
+            let client = Client::builder()
+                .homeserver_url(&base)
+                .build()
+                .await
+                .unwrap();
+            let mut request = register::v3::Request::new();
+            request.username = Some(name.into());
+            request.password = Some(PASSWORD.into());
+            request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+            client.matrix_auth().register(request).await.unwrap();
+            client
+        }
+    };
+    let owner = register("olga").await;
+    let pia = register("pia").await;
+    let quinn = register("quinn").await;
+
+    let mut create = create_room::v3::Request::new();
+    create.name = Some("study group".into());
+    create.invite = vec![
+        UserId::parse("@pia:localhost").unwrap(),
+        UserId::parse("@quinn:localhost").unwrap(),
+    ];
+    let room_id = owner.send(create).await.unwrap().room_id;
+    for member in [&pia, &quinn] {
+        member
+            .send(join_room_by_id::v3::Request::new(room_id.clone()))
+            .await
+            .unwrap();
+    }
+
+    let rename = state::send_state_event::v3::Request::new(
+        room_id.clone(),
+        &EmptyStateKey,
+        &RoomNameEventContent::new("exam prep".into()),
+    )
+    .unwrap();
+    owner.send(rename).await.unwrap();
+    let mut avatar = RoomAvatarEventContent::new();
+    avatar.url = Some(matrix_sdk::ruma::mxc_uri!("mxc://localhost/avatar1").to_owned());
+    owner
+        .send(
+            state::send_state_event::v3::Request::new(room_id.clone(), &EmptyStateKey, &avatar)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let say = |client: &Client, txn: &str, text: &str| {
+        let request = message::send_message_event::v3::Request::new(
+            room_id.clone(),
+            OwnedTransactionId::from(txn),
+            &RoomMessageEventContent::text_plain(text),
+        )
+        .unwrap();
+        let client = client.clone();
+        async move { client.send(request).await }
+    };
+    say(&pia, "p1", "hi all").await.unwrap();
+
+    // A member cannot kick; the owner can.
+    let kick =
+        kick_user::v3::Request::new(room_id.clone(), UserId::parse("@quinn:localhost").unwrap());
+    assert!(pia.send(kick.clone()).await.is_err());
+    owner.send(kick).await.unwrap();
+    assert!(say(&quinn, "q1", "let me back").await.is_err());
+    say(&owner, "o1", "after the kick").await.unwrap();
+
+    let history = |client: &Client| {
+        let request =
+            message::get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
+        let client = client.clone();
+        async move {
+            let page = client.send(request).await.unwrap();
+            page.chunk
+                .iter()
+                .map(|e| e.deserialize_as::<serde_json::Value>().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let seen_by_quinn = history(&quinn).await;
+    let bodies = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert!(bodies(&seen_by_quinn).contains(&"hi all".to_owned()));
+    assert!(!bodies(&seen_by_quinn).contains(&"after the kick".to_owned()));
+    let seen_by_pia = history(&pia).await;
+    assert!(bodies(&seen_by_pia).contains(&"after the kick".to_owned()));
+    let name: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{room_id}/state/m.room.name",
+            server.base
+        ))
+        .bearer_auth(pia.access_token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(name["name"], "exam prep");
+}

@@ -134,6 +134,11 @@ async fn put_state_inner(
             "a room has exactly one create event".into(),
         ));
     }
+    if kind == "m.room.member" && UserId::parse(&state_key).is_err() {
+        return Err(Error::InvalidParam(
+            "the state key of a member event is a user ID".into(),
+        ));
+    }
     if state.rooms.info(&room_id)?.is_none() {
         return Err(Error::NotFound("no such room".into()));
     }
@@ -333,6 +338,7 @@ pub async fn messages(
 
 #[derive(Deserialize)]
 pub struct MembersQuery {
+    at: Option<String>,
     membership: Option<String>,
     not_membership: Option<String>,
 }
@@ -344,7 +350,22 @@ pub async fn members(
     Query(query): Query<MembersQuery>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let readable = readable_state(&state, &room_id, &auth.user_id)?;
+    let mut readable = readable_state(&state, &room_id, &auth.user_id)?;
+    if let Some(at) = query.at.as_deref() {
+        // The membership as of a pagination token (the state after the last event before it),
+        // never later than the reader may see.
+        let reader = reader(&state, &room_id, &auth.user_id)?;
+        let position = parse_token(at)?;
+        let latest =
+            state
+                .rooms
+                .timeline_range(&room_id, 0, position, true, 1)?;
+        if let Some((_, event_id)) = latest.first()
+            && let Ok((pdu, meta)) = visible_event(&state, &reader, &room_id, event_id)
+        {
+            readable = state.rooms.state_after(&meta, &pdu)?;
+        }
+    }
     let ids = stream_order(&state, &readable, |(kind, _)| {
         *kind == StateEventType::RoomMember
     })?;
