@@ -32,6 +32,7 @@ pub mod trees {
     pub const EVENTID_META: &str = "eventid_meta";
     pub const EVENTID_REDACTEDBY: &str = "eventid_redactedby";
     pub const ROOMID_STREAMPOS_EVENTID: &str = "roomid_streampos_eventid";
+    pub const ROOMID_DEPTH_STREAMPOS_EVENTID: &str = "roomid_depth_streampos_eventid";
     pub const ROOMID_ROOM: &str = "roomid_room";
     pub const SNAPSHOTID_SNAPSHOT: &str = "snapshotid_snapshot";
     pub const USERID_ROOMID_MEMBERSHIP: &str = "userid_roomid_membership";

@@ -716,6 +716,16 @@ async fn forks_are_resolved() {
         1
     );
     assert_eq!(current(&server).await["name"], "late");
+    // Topologically, the two forks share a depth and the merge comes after both.
+    let order = services.rooms.topological(&room_id, 0, 1000).unwrap();
+    let depth_of = |id: &ruma::EventId| order.iter().find(|(_, e)| e == id).unwrap().0;
+    assert_eq!(depth_of(early.event_id()), depth_of(late.event_id()));
+    assert!(depth_of(merged.event_id()) > depth_of(late.event_id()));
+    assert_eq!(
+        order.first().map(|(d, _)| *d),
+        Some(1),
+        "the create event comes first"
+    );
 }
 
 #[tokio::test]

@@ -408,3 +408,36 @@ async fn restricted_rooms_admit_members_of_allowed_rooms() {
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
     assert_eq!(joined_rooms(&server, &carol).await.len(), 1);
 }
+
+#[tokio::test]
+async fn upgrade_moves_aliases_and_the_directory_entry() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let old = create_room(
+        &server,
+        &alice,
+        json!({ "room_alias_name": "lounge", "visibility": "public", "room_version": "11" }),
+    )
+    .await;
+    let (status, body) = upgrade(&server, &alice, &old, json!({ "new_version": "12" })).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["replacement_room"].as_str().unwrap().to_owned();
+    let (status, resolved) = server
+        .get(
+            "/_matrix/client/v3/directory/room/%23lounge:localhost",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(resolved["room_id"], new.as_str());
+    let (_, canonical) = state(&server, &alice, &new, "m.room.canonical_alias").await;
+    assert_eq!(canonical["alias"], "#lounge:localhost");
+    let (_, listed) = server.get("/_matrix/client/v3/publicRooms", None).await;
+    let rooms: Vec<&str> = listed["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rooms, vec![new.as_str()]);
+}

@@ -356,10 +356,7 @@ pub async fn members(
         // never later than the reader may see.
         let reader = reader(&state, &room_id, &auth.user_id)?;
         let position = parse_token(at)?;
-        let latest =
-            state
-                .rooms
-                .timeline_range(&room_id, 0, position, true, 1)?;
+        let latest = state.rooms.timeline_range(&room_id, 0, position, true, 1)?;
         if let Some((_, event_id)) = latest.first()
             && let Ok((pdu, meta)) = visible_event(&state, &reader, &room_id, event_id)
         {

@@ -228,6 +228,33 @@ impl Aliases {
         Ok(())
     }
 
+    /// Points every alias of `from` at `to` and moves its directory entry, atomically (a room
+    /// upgrade hands its addresses to the replacement room).
+    pub fn move_room(&self, from: &RoomId, to: &RoomId) -> Result<()> {
+        let aliases = self.list(from)?;
+        let trees = [&self.alias_room, &self.room_aliases, &self.public];
+        self.store.transact(&trees, |t| {
+            for alias in &aliases {
+                let Some(raw) = t[0].get(alias.as_bytes())? else {
+                    continue;
+                };
+                let mut record: AliasRecord =
+                    serde_json::from_slice(&raw).map_err(|e| abort(Error::from(e)))?;
+                record.room_id = to.to_owned();
+                let value = serde_json::to_vec(&record).map_err(|e| abort(Error::from(e)))?;
+                t[0].put(alias.as_bytes(), value)?;
+                t[1].delete(keys::pair(from.as_str(), alias.as_str()))?;
+                t[1].put(keys::pair(to.as_str(), alias.as_str()), Vec::new())?;
+            }
+            if t[2].get(from.as_bytes())?.is_some() {
+                t[2].delete(from.as_bytes())?;
+                t[2].put(to.as_bytes(), Vec::new())?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Removes an alias if it still maps as `expected` (an alias deleted and recreated meanwhile
     /// is left alone).
     pub async fn remove(&self, alias: &RoomAliasId, expected: &AliasRecord) -> Result<()> {

@@ -121,6 +121,8 @@ pub struct Rooms {
     pub(crate) meta: Tree,
     redacted_by: Tree,
     timeline: Tree,
+    /// The topological order: room, depth, stream position → event.
+    topological: Tree,
     rooms: Tree,
     pub(crate) user_rooms: Tree,
     pub(crate) room_users: Tree,
@@ -171,6 +173,7 @@ impl Rooms {
             meta: store.tree(trees::EVENTID_META)?,
             redacted_by: store.tree(trees::EVENTID_REDACTEDBY)?,
             timeline: store.tree(trees::ROOMID_STREAMPOS_EVENTID)?,
+            topological: store.tree(trees::ROOMID_DEPTH_STREAMPOS_EVENTID)?,
             rooms: store.tree(trees::ROOMID_ROOM)?,
             user_rooms: store.tree(trees::USERID_ROOMID_MEMBERSHIP)?,
             room_users: store.tree(trees::ROOMID_USERID_MEMBERSHIP)?,
@@ -409,6 +412,7 @@ impl Rooms {
             self.snapshots.tree(),
             &self.redacted_by,
             &self.forgotten,
+            &self.topological,
         ];
         self.store.transact(&trees, |t| {
             let pos = t[7]
@@ -430,6 +434,10 @@ impl Rooms {
             t[0].put(event_id.as_bytes(), pdu_bytes.clone())?;
             t[1].put(event_id.as_bytes(), meta)?;
             t[2].put(timeline_key(&room_id, pos), event_id.as_bytes().to_vec())?;
+            t[11].put(
+                topological_key(&room_id, u64::from(pdu.depth()), pos),
+                event_id.as_bytes().to_vec(),
+            )?;
             t[3].put(room_id.as_bytes(), info_bytes.clone())?;
             if let Some((user, membership)) = &membership {
                 set_membership(&t[4], &t[5], &room_id, user, membership)?;
@@ -520,6 +528,31 @@ impl Rooms {
         }
     }
 
+    /// Events of a room in topological order (depth, then stream position), oldest first, from
+    /// depth `from_depth` on, at most `limit`: `(depth, event)`.
+    pub fn topological(
+        &self,
+        room_id: &RoomId,
+        from_depth: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OwnedEventId)>> {
+        let start = topological_key(room_id, from_depth, 0);
+        let end = topological_key(room_id, u64::MAX, u64::MAX);
+        let prefix_len = start.len() - 16;
+        self.topological
+            .range(&start, &end)
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                let depth = keys::read_u64_be(&k[prefix_len..prefix_len + 8])
+                    .ok_or_else(|| Error::internal("bad topological key"))?;
+                let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref())
+                    .map_err(Error::internal)?;
+                Ok((depth, id))
+            })
+            .collect()
+    }
+
     /// The latest global stream position.
     pub fn stream_position(&self) -> Result<u64> {
         Ok(self
@@ -536,6 +569,13 @@ fn txn_key(sender: &UserId, txn: &Txn, room_id: &RoomId) -> Vec<u8> {
     k.extend_from_slice(room_id.as_bytes());
     k.push(keys::SEP);
     k.extend_from_slice(txn.txn_id.as_bytes());
+    k
+}
+
+fn topological_key(room_id: &RoomId, depth: u64, pos: u64) -> Vec<u8> {
+    let mut k = keys::prefix(room_id.as_str());
+    k.extend_from_slice(&keys::u64_be(depth));
+    k.extend_from_slice(&keys::u64_be(pos));
     k
 }
 

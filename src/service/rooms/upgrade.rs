@@ -32,7 +32,8 @@ pub struct UpgradeRoom {
 }
 
 /// The state copied to the replacement room besides the power levels (the specification's
-/// recommended list; membership is not transferable).
+/// recommended list; membership is not transferable). Local aliases and the directory entry
+/// move to the replacement room too.
 const TRANSFERRED: &[StateEventType] = &[
     StateEventType::RoomServerAcl,
     StateEventType::RoomEncryption,
@@ -42,6 +43,7 @@ const TRANSFERRED: &[StateEventType] = &[
     StateEventType::RoomGuestAccess,
     StateEventType::RoomHistoryVisibility,
     StateEventType::RoomJoinRules,
+    StateEventType::RoomCanonicalAlias,
 ];
 
 /// Keys of the old room's create event that the replacement room keeps.
@@ -98,6 +100,7 @@ impl Rooms {
         let create = self.replacement_request(&request, &info, &state, power, &new_rules)?;
         let new_room = self.create_room(create).await?;
         self.close_old_room(&mut info, &request, &new_room, &state)?;
+        self.aliases.move_room(&request.room_id, &new_room)?;
         self.store.durable().await?;
         Ok(new_room)
     }
