@@ -142,6 +142,24 @@ pub async fn create_room(server: &TestServer, u: &User, body: Value) -> String {
     resp["room_id"].as_str().expect("room_id").to_owned()
 }
 
+/// Sends an `m.text` message with a transaction ID.
+pub async fn send_text(
+    server: &TestServer,
+    u: &User,
+    room: &str,
+    txn: &str,
+    body: &str,
+) -> (u16, Value) {
+    server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(&u.token),
+            Some(json!({ "msgtype": "m.text", "body": body })),
+        )
+        .await
+}
+
 /// Joins a room by ID (`POST /rooms/{id}/join`).
 pub async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
     server

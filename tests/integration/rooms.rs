@@ -3,18 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, create_room, errcode, join, user};
-
-async fn send(server: &TestServer, u: &User, room: &str, txn: &str, body: &str) -> (u16, Value) {
-    server
-        .call(
-            Method::PUT,
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            Some(&u.token),
-            Some(json!({ "msgtype": "m.text", "body": body })),
-        )
-        .await
-}
+use crate::common::{TestServer, User, create_room, errcode, join, send_text, user};
 
 async fn messages(server: &TestServer, u: &User, room: &str, query: &str) -> (u16, Value) {
     server
@@ -99,12 +88,13 @@ async fn create_send_and_paginate() {
     assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 4);
 
     for i in 0..25 {
-        let (status, _) = send(&server, &alice, &room, &format!("t{i}"), &format!("m{i}")).await;
+        let (status, _) =
+            send_text(&server, &alice, &room, &format!("t{i}"), &format!("m{i}")).await;
         assert_eq!(status, 200);
     }
     // The same transaction ID gives the same event and creates nothing.
-    let (_, first) = send(&server, &alice, &room, "t3", "m3").await;
-    let (_, again) = send(&server, &alice, &room, "t3", "m3").await;
+    let (_, first) = send_text(&server, &alice, &room, "t3", "m3").await;
+    let (_, again) = send_text(&server, &alice, &room, "t3", "m3").await;
     assert_eq!(first["event_id"], again["event_id"]);
 
     // Backwards from the end, 10 at a time, newest first; then forwards.
@@ -156,7 +146,7 @@ async fn membership_and_power_are_enforced() {
     .await;
 
     // Outsiders can neither send, read nor join an invite-only room.
-    let (status, body) = send(&server, &eve, &room, "x", "hi").await;
+    let (status, body) = send_text(&server, &eve, &room, "x", "hi").await;
     assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
     let (status, _) = messages(&server, &eve, &room, "dir=b").await;
     assert_eq!(status, 403);
@@ -166,7 +156,7 @@ async fn membership_and_power_are_enforced() {
     // The invitee joins and chats.
     let (status, _) = join(&server, &bob, &room).await;
     assert_eq!(status, 200);
-    let (status, _) = send(&server, &bob, &room, "b1", "hello alice").await;
+    let (status, _) = send_text(&server, &bob, &room, "b1", "hello alice").await;
     assert_eq!(status, 200);
     let (_, members) = server
         .get(
@@ -199,9 +189,9 @@ async fn membership_and_power_are_enforced() {
     // Alice kicks Bob: he can no longer send, and reads only up to his kick.
     let (status, _) = kick(&server, &room, &alice, &bob).await;
     assert_eq!(status, 200);
-    let (status, _) = send(&server, &bob, &room, "b2", "still here?").await;
+    let (status, _) = send_text(&server, &bob, &room, "b2", "still here?").await;
     assert_eq!(status, 403);
-    let (status, _) = send(&server, &alice, &room, "a1", "after the kick").await;
+    let (status, _) = send_text(&server, &alice, &room, "a1", "after the kick").await;
     assert_eq!(status, 200);
     let (status, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
     assert_eq!(status, 200);
@@ -287,7 +277,7 @@ async fn redaction_strips_content() {
         )
         .await;
     assert_eq!(status, 200, "public rooms can be joined");
-    let (_, sent) = send(&server, &alice, &room, "a1", "secret").await;
+    let (_, sent) = send_text(&server, &alice, &room, "a1", "secret").await;
     let event_id = sent["event_id"].as_str().unwrap().to_owned();
 
     // Bob may not redact Alice's message.
@@ -324,7 +314,7 @@ async fn bad_events_are_refused() {
     let server = TestServer::start().await;
     let alice = user(&server, "alice").await;
     let room = create_room(&server, &alice, json!({})).await;
-    let (status, body) = send(&server, &alice, &room, "big", &"x".repeat(70_000)).await;
+    let (status, body) = send_text(&server, &alice, &room, "big", &"x".repeat(70_000)).await;
     assert_eq!((status, errcode(&body)), (413, "M_TOO_LARGE"));
     let (status, body) = server
         .call(
@@ -393,9 +383,9 @@ async fn history_visibility_is_enforced_per_event() {
         .await,
         200
     );
-    send(&server, &alice, &room, "1", "before bob").await;
+    send_text(&server, &alice, &room, "1", "before bob").await;
     assert_eq!(join(&server, &bob, &room).await.0, 200);
-    send(&server, &alice, &room, "2", "with bob").await;
+    send_text(&server, &alice, &room, "2", "with bob").await;
     let (_, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
     assert_eq!(bodies(&page), vec!["with bob"]);
     // unsigned.membership is the reader's membership at each event.
@@ -415,7 +405,7 @@ async fn history_visibility_is_enforced_per_event() {
         )
         .await;
     assert_eq!(status, 200);
-    send(&server, &alice, &room, "3", "after bob left").await;
+    send_text(&server, &alice, &room, "3", "after bob left").await;
     let (_, page) = messages(&server, &bob, &room, "dir=b&limit=50").await;
     assert_eq!(bodies(&page), vec!["with bob"]);
     // Strangers may not read a room that is not world-readable.
@@ -444,7 +434,7 @@ async fn history_visibility_is_enforced_per_event() {
 
     // shared: joining later reveals the earlier history.
     let shared = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
-    send(&server, &alice, &shared, "1", "early").await;
+    send_text(&server, &alice, &shared, "1", "early").await;
     assert_eq!(join(&server, &bob, &shared).await.0, 200);
     let (_, page) = messages(&server, &bob, &shared, "dir=b&limit=50").await;
     assert_eq!(bodies(&page), vec!["early"]);
@@ -462,7 +452,7 @@ async fn history_visibility_is_enforced_per_event() {
         .await,
         200
     );
-    send(&server, &alice, &invited, "1", "before the invite").await;
+    send_text(&server, &alice, &invited, "1", "before the invite").await;
     let (status, _) = server
         .post(
             &format!("/_matrix/client/v3/rooms/{invited}/invite"),
@@ -471,7 +461,7 @@ async fn history_visibility_is_enforced_per_event() {
         )
         .await;
     assert_eq!(status, 200);
-    send(&server, &alice, &invited, "2", "while invited").await;
+    send_text(&server, &alice, &invited, "2", "while invited").await;
     assert_eq!(join(&server, &bob, &invited).await.0, 200);
     let (_, page) = messages(&server, &bob, &invited, "dir=f&limit=50").await;
     assert_eq!(bodies(&page), vec!["while invited"]);
@@ -489,7 +479,7 @@ async fn history_visibility_is_enforced_per_event() {
         .await,
         200
     );
-    let (_, sent) = send(&server, &alice, &open, "1", "for everyone").await;
+    let (_, sent) = send_text(&server, &alice, &open, "1", "for everyone").await;
     let (status, page) = messages(&server, &carol, &open, "dir=b&limit=50").await;
     assert_eq!(status, 200);
     assert_eq!(bodies(&page), vec!["for everyone"]);
@@ -503,7 +493,10 @@ async fn history_visibility_is_enforced_per_event() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(send(&server, &carol, &open, "1", "me too").await.0, 403);
+    assert_eq!(
+        send_text(&server, &carol, &open, "1", "me too").await.0,
+        403
+    );
 }
 
 #[tokio::test]
@@ -516,7 +509,7 @@ async fn context_timestamps_and_filters() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let who = if i % 2 == 0 { &alice } else { &bob };
-        let (_, sent) = send(&server, who, &room, &format!("t{i}"), &format!("m{i}")).await;
+        let (_, sent) = send_text(&server, who, &room, &format!("t{i}"), &format!("m{i}")).await;
         ids.push(sent["event_id"].as_str().unwrap().to_owned());
     }
 
@@ -693,7 +686,7 @@ async fn forks_are_resolved() {
     );
 
     // The next local event follows both branches and merges them.
-    let (status, sent) = send(&server, &alice, &room, "merge", "merged").await;
+    let (status, sent) = send_text(&server, &alice, &room, "merge", "merged").await;
     assert_eq!(status, 200);
     let merged = services
         .rooms

@@ -7,6 +7,21 @@ use matrix_sdk::ruma::mxc_uri;
 
 use crate::common::{PASSWORD, TestServer, errcode};
 
+/// A matrix-sdk client registered (dummy stage) as `name`.
+async fn sdk_user(server: &TestServer, name: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(&server.base)
+        .build()
+        .await
+        .unwrap();
+    let mut request = register::v3::Request::new();
+    request.username = Some(name.into());
+    request.password = Some(PASSWORD.into());
+    request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+    client.matrix_auth().register(request).await.unwrap();
+    client
+}
+
 #[tokio::test]
 async fn register_login_profile_devices_logout() {
     let server = TestServer::start().await;
@@ -132,24 +147,8 @@ async fn direct_chat_history_through_the_sdk() {
     use matrix_sdk::ruma::{OwnedTransactionId, UserId};
 
     let server = TestServer::start().await;
-    let login = |name: &'static str| {
-        let base = server.base.clone();
-        async move {
-            let client = Client::builder()
-                .homeserver_url(&base)
-                .build()
-                .await
-                .unwrap();
-            let mut request = register::v3::Request::new();
-            request.username = Some(name.into());
-            request.password = Some(PASSWORD.into());
-            request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-            client.matrix_auth().register(request).await.unwrap();
-            client
-        }
-    };
-    let alice = login("alice").await;
-    let bob = login("bob").await;
+    let alice = sdk_user(&server, "alice").await;
+    let bob = sdk_user(&server, "bob").await;
     let bob_id = UserId::parse("@bob:localhost").unwrap();
 
     let mut create = create_room::v3::Request::new();
@@ -222,25 +221,9 @@ async fn group_room_through_the_sdk() {
     use matrix_sdk::ruma::{OwnedTransactionId, UserId};
 
     let server = TestServer::start().await;
-    let register = |name: &'static str| {
-        let base = server.base.clone();
-        async move {
-            let client = Client::builder()
-                .homeserver_url(&base)
-                .build()
-                .await
-                .unwrap();
-            let mut request = register::v3::Request::new();
-            request.username = Some(name.into());
-            request.password = Some(PASSWORD.into());
-            request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-            client.matrix_auth().register(request).await.unwrap();
-            client
-        }
-    };
-    let owner = register("olga").await;
-    let pia = register("pia").await;
-    let quinn = register("quinn").await;
+    let owner = sdk_user(&server, "olga").await;
+    let pia = sdk_user(&server, "pia").await;
+    let quinn = sdk_user(&server, "quinn").await;
 
     let mut create = create_room::v3::Request::new();
     create.name = Some("study group".into());

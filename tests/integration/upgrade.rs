@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, create_room, errcode, join, user};
+use crate::common::{TestServer, User, create_room, errcode, join, send_text, user};
 
 async fn upgrade(server: &TestServer, u: &User, room: &str, body: Value) -> (u16, Value) {
     server
@@ -55,17 +55,6 @@ async fn put_state(server: &TestServer, u: &User, room: &str, kind: &str, conten
         )
         .await;
     assert_eq!(status, 200, "{kind}: {body}");
-}
-
-async fn send(server: &TestServer, u: &User, room: &str, txn: &str) -> (u16, Value) {
-    server
-        .call(
-            Method::PUT,
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            Some(&u.token),
-            Some(json!({ "msgtype": "m.text", "body": "hello" })),
-        )
-        .await
 }
 
 async fn joined_rooms(server: &TestServer, u: &User) -> Vec<Value> {
@@ -130,7 +119,7 @@ async fn upgrade_keeps_state_and_links_the_rooms() {
             (&closed["events_default"], &closed["invite"]),
             (&json!(50), &json!(50))
         );
-        let (status, body) = send(&server, &carol, &old, "late").await;
+        let (status, body) = send_text(&server, &carol, &old, "late", "hello").await;
         assert_eq!((status, errcode(&body)), (403, "M_FORBIDDEN"));
 
         // The new room names its predecessor and keeps name, topic, join rules and power.
