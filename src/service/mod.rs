@@ -5,6 +5,7 @@ pub mod devices;
 pub mod lifecycle;
 pub mod mail;
 pub mod mfa;
+pub mod notifier;
 pub mod password;
 pub mod profile;
 pub mod ratelimit;
@@ -37,11 +38,13 @@ pub struct Services {
     pub rate_limits: ratelimit::RateLimiter,
     pub signing_key: Arc<signing_key::SigningKey>,
     pub rooms: rooms::Rooms,
+    pub notifier: Arc<notifier::Notifier>,
 }
 
 impl Services {
     pub fn build(config: Config, store: Store) -> Result<Arc<Self>> {
         let config = Arc::new(config);
+        let notifier = Arc::new(notifier::Notifier::default());
         let signing_key = Arc::new(signing_key::SigningKey::load_or_create(&config.data_dir)?);
         let server_name = ruma::ServerName::parse(&config.server_name)
             .map_err(|e| crate::error::Error::internal(format!("server_name: {e}")))?;
@@ -56,7 +59,8 @@ impl Services {
             mailer: mail::Mailer::new(&config.smtp)?,
             mfa: mfa::Mfa::new(&store)?,
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
-            rooms: rooms::Rooms::new(&store, server_name, signing_key.clone())?,
+            rooms: rooms::Rooms::new(&store, server_name, signing_key.clone(), notifier.clone())?,
+            notifier,
             signing_key,
             store,
             config,

@@ -6,6 +6,7 @@
 mod durability;
 pub mod keys;
 mod migrations;
+pub mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub enum StorageError {
 pub struct Store {
     db: sled::Db,
     durability: Arc<durability::GroupCommit>,
+    sequencer: Arc<stream::Sequencer>,
 }
 
 /// One named tree (key-value map with ordered keys).
@@ -96,8 +98,13 @@ impl Store {
                 },
             })?;
         let durability = durability::GroupCommit::new(db.clone());
-        let store = Self { db, durability };
+        let mut store = Self {
+            db,
+            durability,
+            sequencer: Arc::new(stream::Sequencer::default()),
+        };
         migrations::run(&store)?;
+        store.sequencer = Arc::new(stream::Sequencer::new(stream::current(&store)?));
         Ok(store)
     }
 
@@ -135,6 +142,11 @@ impl Store {
     /// flush (group commit), so acknowledging many writes costs few fsyncs.
     pub async fn durable(&self) -> Result<(), StorageError> {
         Ok(self.durability.wait().await?)
+    }
+
+    /// The commit sequencer of the global stream position.
+    pub fn sequencer(&self) -> &stream::Sequencer {
+        &self.sequencer
     }
 
     /// How many group-commit flushes have run.

@@ -87,6 +87,7 @@ impl Rooms {
         self.aliases
             .finish_creation(request.alias.take(), &record, request.publish)?;
         self.store.durable().await?;
+        self.announce(&room_id, None)?;
         Ok(room_id)
     }
 }

@@ -33,6 +33,7 @@ impl Rooms {
         let plan = self.ingest_plan(&info, &pdu)?;
         self.persist(&mut info, &pdu, plan, None)?;
         self.store.durable().await?;
+        self.announce(&room_id, super::member_target(&pdu).as_deref())?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! stream position), and the caller awaits durability before answering.
 
 pub mod alias;
+pub mod changes;
 pub mod create;
 pub mod ingest;
 pub mod power;
@@ -29,9 +30,11 @@ use serde_json::Value;
 
 use crate::core::{self, EventTemplate, Pdu, StateMap};
 use crate::error::{Error, Result};
+use crate::service::notifier::Notifier;
 use crate::service::signing_key::SigningKey;
 use crate::storage::{Store, Tree, TxTree, abort, keys, trees};
 use crate::util::now_ms;
+use changes::RecentChanges;
 use state::SnapshotStore;
 
 /// What the room record holds besides its events.
@@ -111,12 +114,14 @@ pub struct Txn {
     pub txn_id: String,
 }
 
-const STREAM_POS: &[u8] = b"stream_position";
-
 pub struct Rooms {
     store: Store,
     server_name: OwnedServerName,
     signing_key: Arc<SigningKey>,
+    notifier: Arc<Notifier>,
+    /// Recent changes, stream position → room, to find the rooms changed since a sync token
+    /// without looking at every room of the user.
+    changes: Mutex<RecentChanges>,
     pub(crate) pdus: Tree,
     pub(crate) meta: Tree,
     redacted_by: Tree,
@@ -162,13 +167,17 @@ impl Rooms {
         store: &Store,
         server_name: OwnedServerName,
         signing_key: Arc<SigningKey>,
+        notifier: Arc<Notifier>,
     ) -> Result<Self> {
+        let start = crate::storage::stream::current(store)?;
         Ok(Self {
             // Before `server_name` moves into its field.
             aliases: alias::Aliases::new(store, server_name.clone())?,
             store: store.clone(),
             server_name,
             signing_key,
+            notifier,
+            changes: Mutex::new(RecentChanges::new(start)),
             pdus: store.tree(trees::EVENTID_PDU)?,
             meta: store.tree(trees::EVENTID_META)?,
             redacted_by: store.tree(trees::EVENTID_REDACTEDBY)?,
@@ -273,6 +282,7 @@ impl Rooms {
             .ok_or_else(|| Error::NotFound("no such room".into()))?;
         let pdu = self.append_locked(&mut info, Some(room_id), sender, event, txn)?;
         self.store.durable().await?;
+        self.announce(room_id, member_target(&pdu).as_deref())?;
         Ok(pdu.event_id().to_owned())
     }
 
@@ -383,13 +393,14 @@ impl Rooms {
     }
 
     /// Writes everything one event changes in one transaction.
+    /// Returns the event's stream position.
     fn persist(
         &self,
         info: &mut RoomInfo,
         pdu: &Pdu,
         plan: StatePlan,
         txn: Option<Txn>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let room_id = pdu.room_id().to_owned();
         let event_id = pdu.event_id().to_owned();
         let mut new_info = info.clone();
@@ -414,52 +425,85 @@ impl Rooms {
             &self.forgotten,
             &self.topological,
         ];
-        self.store.transact(&trees, |t| {
-            let pos = t[7]
-                .get(STREAM_POS)?
-                .and_then(|v| keys::read_u64_be(&v))
-                .unwrap_or(0)
-                + 1;
-            t[7].put(STREAM_POS, keys::u64_be(pos).to_vec())?;
-            let meta = EventMeta {
-                room_id: room_id.clone(),
-                stream_pos: pos,
-                state_before: plan.before,
-                state_after: plan.after,
-                txn: txn
-                    .as_ref()
-                    .map(|t| (t.device_id.clone(), t.txn_id.clone())),
-            };
-            let meta = serde_json::to_vec(&meta).map_err(|e| abort(Error::internal(e)))?;
-            t[0].put(event_id.as_bytes(), pdu_bytes.clone())?;
-            t[1].put(event_id.as_bytes(), meta)?;
-            t[2].put(timeline_key(&room_id, pos), event_id.as_bytes().to_vec())?;
-            t[11].put(
-                topological_key(&room_id, u64::from(pdu.depth()), pos),
-                event_id.as_bytes().to_vec(),
-            )?;
-            t[3].put(room_id.as_bytes(), info_bytes.clone())?;
-            if let Some((user, membership)) = &membership {
-                set_membership(&t[4], &t[5], &room_id, user, membership)?;
-                // A new membership (a rejoin, an invite) un-forgets the room.
-                t[10].delete(keys::pair(user, room_id.as_str()))?;
-            }
-            if let Some(key) = &txn_key {
-                t[6].put(key, event_id.as_bytes().to_vec())?;
-            }
-            for (id, snapshot, _) in &plan.new {
-                state::put_snapshot::<Error>(&t[8], *id, snapshot)?;
-            }
-            if let Some(target) = pdu.redacts() {
-                t[9].put(target.as_bytes(), event_id.as_bytes().to_vec())?;
-            }
-            Ok(())
+        let transaction = || -> Result<((), u64)> {
+            let pos = self.store.transact(&trees, |t| {
+                let pos = crate::storage::stream::next(&t[7])?;
+                let meta = EventMeta {
+                    room_id: room_id.clone(),
+                    stream_pos: pos,
+                    state_before: plan.before,
+                    state_after: plan.after,
+                    txn: txn
+                        .as_ref()
+                        .map(|t| (t.device_id.clone(), t.txn_id.clone())),
+                };
+                let meta = serde_json::to_vec(&meta).map_err(|e| abort(Error::internal(e)))?;
+                t[0].put(event_id.as_bytes(), pdu_bytes.clone())?;
+                t[1].put(event_id.as_bytes(), meta)?;
+                t[2].put(timeline_key(&room_id, pos), event_id.as_bytes().to_vec())?;
+                t[11].put(
+                    topological_key(&room_id, u64::from(pdu.depth()), pos),
+                    event_id.as_bytes().to_vec(),
+                )?;
+                t[3].put(room_id.as_bytes(), info_bytes.clone())?;
+                if let Some((user, membership)) = &membership {
+                    set_membership(&t[4], &t[5], &room_id, user, membership)?;
+                    // A new membership (a rejoin, an invite) un-forgets the room.
+                    t[10].delete(keys::pair(user, room_id.as_str()))?;
+                }
+                if let Some(key) = &txn_key {
+                    t[6].put(key, event_id.as_bytes().to_vec())?;
+                }
+                for (id, snapshot, _) in &plan.new {
+                    state::put_snapshot::<Error>(&t[8], *id, snapshot)?;
+                }
+                if let Some(target) = pdu.redacts() {
+                    t[9].put(target.as_bytes(), event_id.as_bytes().to_vec())?;
+                }
+                Ok(pos)
+            })?;
+            Ok(((), pos))
+        };
+        let mut position = 0;
+        self.store.sequencer().commit(transaction, |pos| {
+            position = pos;
+            self.changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(pos, &room_id);
         })?;
         for (id, _, full) in plan.new {
             self.snapshots.remember(id, Arc::new(full))?;
         }
         *info = new_info;
+        Ok(position)
+    }
+
+    /// Wakes the users an event in `room_id` concerns: its members (joined, invited, knocking)
+    /// and, for a member event, its target.
+    pub(crate) fn announce(&self, room_id: &RoomId, target: Option<&UserId>) -> Result<()> {
+        let position = self.store.sequencer().upto();
+        let members = self.members(room_id, None)?;
+        let users: Vec<ruma::OwnedUserId> = members
+            .into_iter()
+            .filter(|(_, m)| matches!(m.as_str(), "join" | "invite" | "knock"))
+            .filter_map(|(u, _)| ruma::OwnedUserId::try_from(u).ok())
+            .chain(target.map(ToOwned::to_owned))
+            .collect();
+        self.notifier
+            .notify(users.iter().map(|u| u.as_ref()), position);
         Ok(())
+    }
+
+    /// The rooms changed after a stream position, if still known (see [`RecentChanges`]).
+    pub fn rooms_changed_since(
+        &self,
+        since: u64,
+    ) -> Option<std::collections::HashSet<OwnedRoomId>> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .since(since)
     }
 
     /// The rooms a user is in with the given membership.
@@ -555,11 +599,7 @@ impl Rooms {
 
     /// The latest global stream position.
     pub fn stream_position(&self) -> Result<u64> {
-        Ok(self
-            .store_meta
-            .get(STREAM_POS)?
-            .and_then(|v| keys::read_u64_be(&v))
-            .unwrap_or(0))
+        Ok(crate::storage::stream::current(&self.store)?)
     }
 }
 
@@ -583,6 +623,14 @@ fn timeline_key(room_id: &RoomId, pos: u64) -> Vec<u8> {
     let mut k = keys::prefix(room_id.as_str());
     k.extend_from_slice(&keys::u64_be(pos));
     k
+}
+
+/// The user a member event is about.
+fn member_target(pdu: &Pdu) -> Option<ruma::OwnedUserId> {
+    if *pdu.kind() != TimelineEventType::RoomMember {
+        return None;
+    }
+    ruma::OwnedUserId::try_from(pdu.state_key()?).ok()
 }
 
 /// The `(user, membership)` an `m.room.member` event sets.

@@ -102,6 +102,7 @@ impl Rooms {
         self.close_old_room(&mut info, &request, &new_room, &state)?;
         self.aliases.move_room(&request.room_id, &new_room)?;
         self.store.durable().await?;
+        self.announce(&request.room_id, None)?;
         Ok(new_room)
     }
 

@@ -1,0 +1,76 @@
+//! Wake-ups for waiting requests: one watch channel per user that is waiting (a long-polling
+//! `/sync`, later WebSocket streams). A change notifies exactly the users it concerns; nothing
+//! ever polls the store on a timer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ruma::{OwnedUserId, UserId};
+use tokio::sync::watch;
+
+#[derive(Default)]
+pub struct Notifier {
+    waiters: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
+}
+
+impl Notifier {
+    /// A receiver that sees the latest stream position notified to `user`.
+    pub fn subscribe(&self, user: &UserId) -> watch::Receiver<u64> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters
+            .entry(user.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Tells the waiting ones among `users` that something at `position` concerns them.
+    pub fn notify<'a>(&self, users: impl IntoIterator<Item = &'a UserId>, position: u64) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for user in users {
+            let gone = match waiters.get(user) {
+                Some(sender) => {
+                    sender.send_if_modified(|p| {
+                        let newer = position > *p;
+                        if newer {
+                            *p = position;
+                        }
+                        newer
+                    });
+                    sender.receiver_count() == 0
+                }
+                None => false,
+            };
+            if gone {
+                waiters.remove(user);
+            }
+        }
+    }
+
+    /// How many users have a waiter (for tests and metrics).
+    pub fn waiting_users(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wakes_only_the_users_concerned() {
+        let notifier = Notifier::default();
+        let alice = ruma::user_id!("@alice:x");
+        let bob = ruma::user_id!("@bob:x");
+        let mut a = notifier.subscribe(alice);
+        let b = notifier.subscribe(bob);
+        notifier.notify([alice], 5);
+        assert_eq!(*a.wait_for(|p| *p > 0).await.unwrap(), 5);
+        assert_eq!(*b.borrow(), 0);
+        // Older positions never move a waiter back.
+        notifier.notify([alice], 3);
+        assert_eq!(*a.borrow(), 5);
+        drop(b);
+        notifier.notify([bob], 6);
+        assert_eq!(notifier.waiting_users(), 1, "bob's unused entry is dropped");
+    }
+}
