@@ -66,6 +66,9 @@ pub enum Error {
     Unknown(String),
     #[error("{0}")]
     UnsupportedRoomVersion(String),
+    /// A type the server manages itself (405 `M_BAD_JSON`, as the specification says).
+    #[error("{0}")]
+    ServerManaged(String),
     /// Something with that name already exists (`PUT /directory/room/{alias}`): 409 `M_UNKNOWN`.
     #[error("{0}")]
     Conflict(String),
@@ -112,6 +115,7 @@ impl Error {
             SecondFactorRequired { .. } => (StatusCode::UNAUTHORIZED, "ORG.ROOST.TOTP_REQUIRED"),
             Unknown(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+            ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Conflict(_) => (StatusCode::CONFLICT, "M_UNKNOWN"),
             RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),

@@ -79,6 +79,25 @@ pub fn router(state: AppState) -> Router {
                 .put(profile::set_field)
                 .delete(profile::delete_field),
         )
+        .route(
+            &v3("/user/{user}/account_data/{kind}"),
+            get(account_data::get_global).put(account_data::set_global),
+        )
+        .route(
+            &v3("/user/{user}/rooms/{room}/account_data/{kind}"),
+            get(account_data::get_room).put(account_data::set_room),
+        )
+        .route(
+            &v3("/user/{user}/rooms/{room}/tags"),
+            get(account_data::get_tags),
+        )
+        .route(
+            &v3("/user/{user}/rooms/{room}/tags/{tag}"),
+            put(account_data::set_tag).delete(account_data::delete_tag),
+        )
+        .route(&v3("/sync"), get(sync::sync))
+        .route(&v3("/user/{user}/filter"), post(filter::create))
+        .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))
         .route(&v3("/joined_rooms"), get(rooms::joined_rooms))
         .route(

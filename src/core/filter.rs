@@ -1,21 +1,137 @@
 //! Event filters (`RoomEventFilter` of the Client-Server API): which events a request returns.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The parts of a room event filter that select events.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoomEventFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
     pub not_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub contains_url: Option<bool>,
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
+}
+
+/// A whole filter (`POST /user/{userId}/filter`, or inline in `/sync`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_fields: Option<Vec<String>>,
+    /// `client` (default) or `federation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_format: Option<String>,
+    pub presence: RoomEventFilter,
+    pub account_data: RoomEventFilter,
+    pub room: RoomFilter,
+}
+
+/// The room part of a filter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    pub include_leave: bool,
+    pub timeline: RoomEventFilter,
+    pub state: RoomEventFilter,
+    pub ephemeral: RoomEventFilter,
+    pub account_data: RoomEventFilter,
+}
+
+impl RoomFilter {
+    /// Whether a room passes the `rooms` / `not_rooms` lists.
+    pub fn includes_room(&self, room_id: &str) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+    }
+}
+
+impl Filter {
+    /// Checks the values the specification constrains.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.event_format.as_deref() {
+            None | Some("client" | "federation") => {}
+            Some(other) => {
+                return Err(format!(
+                    "event_format must be client or federation, not {other}"
+                ));
+            }
+        }
+        if let Some(fields) = &self.event_fields
+            && fields.iter().any(|f| f.is_empty())
+        {
+            return Err("event_fields entries must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Keeps only the listed fields of an event (dot-separated paths; `\.` escapes a dot).
+pub fn apply_event_fields(event: &Value, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    for field in fields {
+        let path = split_path(field);
+        copy_path(event, &mut out, &path);
+    }
+    Value::Object(out)
+}
+
+fn split_path(field: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'.') => {
+                chars.next();
+                if let Some(last) = parts.last_mut() {
+                    last.push('.');
+                }
+            }
+            '.' => parts.push(String::new()),
+            c => {
+                if let Some(last) = parts.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    parts
+}
+
+fn copy_path(from: &Value, into: &mut Map<String, Value>, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(value) = from.get(first) else {
+        return;
+    };
+    if rest.is_empty() {
+        into.insert(first.clone(), value.clone());
+        return;
+    }
+    let entry = into
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(inner) = entry {
+        copy_path(value, inner, rest);
+    }
 }
 
 /// `*` matches any run of characters, as the specification allows in type filters.
@@ -63,6 +179,52 @@ impl RoomEventFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_fields() {
+        let event = serde_json::json!({
+            "type": "m.room.message",
+            "content": { "body": "hi", "m.relates_to": { "a.b": 1 }, "msgtype": "m.text" },
+            "sender": "@a:x",
+        });
+        let kept = apply_event_fields(
+            &event,
+            &[
+                "type".into(),
+                "content.body".into(),
+                "content.m\\.relates_to".into(),
+            ],
+        );
+        assert_eq!(
+            kept,
+            serde_json::json!({
+                "type": "m.room.message",
+                "content": { "body": "hi", "m.relates_to": { "a.b": 1 } },
+            })
+        );
+        let escaped = apply_event_fields(
+            &serde_json::json!({ "content": { "m.relates_to": 1 } }),
+            &["content.m\\.relates_to".into()],
+        );
+        assert_eq!(
+            escaped,
+            serde_json::json!({ "content": { "m.relates_to": 1 } })
+        );
+    }
+
+    #[test]
+    fn whole_filters_validate() {
+        let f: Filter = serde_json::from_value(serde_json::json!({
+            "room": { "timeline": { "limit": 5 }, "not_rooms": ["!b"] },
+            "event_format": "client",
+        }))
+        .unwrap();
+        assert!(f.validate().is_ok());
+        assert!(f.room.includes_room("!a") && !f.room.includes_room("!b"));
+        let bad: Filter =
+            serde_json::from_value(serde_json::json!({ "event_format": "x" })).unwrap();
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn globs() {

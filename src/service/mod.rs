@@ -1,7 +1,9 @@
 //! Services hold the domain logic. They read and write only through `storage`.
 
+pub mod account_data;
 pub mod accounts;
 pub mod devices;
+pub mod filters;
 pub mod lifecycle;
 pub mod mail;
 pub mod mfa;
@@ -13,6 +15,7 @@ pub mod regtokens;
 pub mod rooms;
 pub mod sessions;
 pub mod signing_key;
+pub mod sync;
 pub mod threepid;
 pub mod uia;
 
@@ -39,6 +42,8 @@ pub struct Services {
     pub signing_key: Arc<signing_key::SigningKey>,
     pub rooms: rooms::Rooms,
     pub notifier: Arc<notifier::Notifier>,
+    pub account_data: account_data::AccountData,
+    pub filters: filters::Filters,
 }
 
 impl Services {
@@ -60,6 +65,8 @@ impl Services {
             mfa: mfa::Mfa::new(&store)?,
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             rooms: rooms::Rooms::new(&store, server_name, signing_key.clone(), notifier.clone())?,
+            filters: filters::Filters::new(&store)?,
+            account_data: account_data::AccountData::new(&store, notifier.clone())?,
             notifier,
             signing_key,
             store,

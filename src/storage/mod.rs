@@ -43,6 +43,9 @@ pub mod trees {
     pub const ROOMID_ALIASES: &str = "roomid_aliases";
     pub const ROOMID_PUBLIC: &str = "roomid_public";
     pub const USERID_ROOMID_FORGOTTEN: &str = "userid_roomid_forgotten";
+    pub const USERID_ROOMID_TYPE_ACCOUNTDATA: &str = "userid_roomid_type_accountdata";
+    pub const USERID_STREAMPOS_ACCOUNTDATA: &str = "userid_streampos_accountdata";
+    pub const USERID_FILTERID_FILTER: &str = "userid_filterid_filter";
 }
 
 #[derive(Debug, thiserror::Error)]

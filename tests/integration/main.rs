@@ -3,6 +3,7 @@
 
 mod common;
 
+mod account_data;
 mod accounts;
 mod directory;
 mod email;
@@ -10,6 +11,7 @@ mod errors;
 mod process;
 mod rooms;
 mod sdk;
+mod sync;
 mod tokens;
 mod totp;
 mod upgrade;

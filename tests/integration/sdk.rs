@@ -8,7 +8,7 @@ use matrix_sdk::ruma::mxc_uri;
 use crate::common::{PASSWORD, TestServer, errcode};
 
 /// A matrix-sdk client registered (dummy stage) as `name`.
-async fn sdk_user(server: &TestServer, name: &str) -> Client {
+pub async fn sdk_user(server: &TestServer, name: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(&server.base)
         .build()

@@ -294,7 +294,15 @@ pub async fn messages(
         Some("f") => false,
         _ => return Err(Error::InvalidParam("dir must be b or f".into())),
     };
-    let filter = parse_filter(query.filter.as_deref())?;
+    let mut filter = parse_filter(query.filter.as_deref())?;
+    // Events of users the reader ignores are hidden.
+    filter.not_senders.extend(
+        state
+            .account_data
+            .ignored_users(&auth.user_id)?
+            .iter()
+            .map(|u| u.to_string()),
+    );
     let limit = query
         .limit
         .or(filter.limit)

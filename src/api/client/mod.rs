@@ -1,9 +1,11 @@
 //! Matrix Client-Server endpoints, one file per spec module.
 
 pub mod account;
+pub mod account_data;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod filter;
 pub mod history;
 pub mod membership;
 pub mod message;
@@ -12,6 +14,7 @@ pub mod profile;
 pub mod register;
 pub mod rooms;
 pub mod session;
+pub mod sync;
 pub mod threepid;
 pub mod upgrade;
 
