@@ -386,3 +386,85 @@ async fn account_data_tags_and_ignored_users_sync() {
     let (_, body) = sync(&server, &alice, &format!("since={since}")).await;
     assert_eq!(timeline_bodies(&body, &room), vec!["from alice"]);
 }
+
+/// 200 clients long-poll one room; one message reaches each of them exactly once.
+#[tokio::test]
+async fn two_hundred_long_polls_each_get_the_message_once() {
+    const CLIENTS: usize = 200;
+    let server = TestServer::start().await;
+    let owner = user(&server, "owner").await;
+    let room = create_room(&server, &owner, json!({ "preset": "public_chat" })).await;
+    let mut members = Vec::new();
+    for chunk in (0..CLIENTS).collect::<Vec<_>>().chunks(25) {
+        let joined = futures_util::future::join_all(chunk.iter().map(|i| {
+            let server = &server;
+            let room = room.clone();
+            async move {
+                let u = user(server, &format!("member{i}")).await;
+                assert_eq!(join(server, &u, &room).await.0, 200);
+                let (_, body) = sync(server, &u, "").await;
+                (u, body["next_batch"].as_str().unwrap().to_owned())
+            }
+        }))
+        .await;
+        members.extend(joined);
+    }
+    // Everyone's token is now before the message; all poll at once.
+    let polls: Vec<_> = members
+        .iter()
+        .map(|(u, since)| {
+            let http = server.http.clone();
+            let base = server.url("/_matrix/client/v3/sync");
+            let token = u.token.clone();
+            let mut since = since.clone();
+            tokio::spawn(async move {
+                let mut bodies = Vec::new();
+                // Bounded: a poll may first return for other members' joins.
+                for _ in 0..5 {
+                    let body: Value = http
+                        .get(format!("{base}?since={since}&timeout=30000"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    since = body["next_batch"].as_str().unwrap().to_owned();
+                    let found: Vec<String> = body["rooms"]["join"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|rooms| rooms.values())
+                        .flat_map(|r| {
+                            r["timeline"]["events"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .filter(|e| e["type"] == "m.room.message")
+                        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                        .collect();
+                    let done = !found.is_empty();
+                    bodies.extend(found);
+                    if done {
+                        break;
+                    }
+                }
+                (bodies, since)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = send_text(&server, &owner, &room, "once", "to everyone").await;
+    assert_eq!(status, 200);
+    let mut deliveries = 0;
+    for (poll, (u, _)) in polls.into_iter().zip(&members) {
+        let (bodies, since) = poll.await.unwrap();
+        assert_eq!(bodies, vec!["to everyone"]);
+        deliveries += bodies.len();
+        // And never again with the new token.
+        let (_, again) = sync(&server, u, &format!("since={since}")).await;
+        assert!(timeline_bodies(&again, &room).is_empty());
+    }
+    assert_eq!(deliveries, CLIENTS);
+}
