@@ -87,6 +87,7 @@ pub struct Config {
     pub password: PasswordPolicy,
     pub smtp: SmtpConfig,
     pub rate_limits: RateLimitsConfig,
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -109,6 +110,7 @@ impl Default for Config {
             password: PasswordPolicy::default(),
             smtp: SmtpConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -242,6 +244,32 @@ impl Default for RateLimitsConfig {
         }
     }
 }
+
+/// Presence (online / unavailable / offline) and its automatic idle and offline transitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Off: the presence endpoints answer 403 `M_FORBIDDEN`, `/sync` reports no presence and
+    /// requests do not track activity.
+    pub enabled: bool,
+    /// An online user without activity for this long becomes `unavailable`.
+    pub idle_after_secs: u64,
+    /// An unavailable user without activity for this much longer becomes `offline`.
+    pub offline_after_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_after_secs: 300,
+            offline_after_secs: 1800,
+        }
+    }
+}
+
+/// The longest presence timeout accepted (one year), so that deadlines never overflow.
+const MAX_PRESENCE_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 
 impl Config {
     /// Loads the file (if any), applies `ROOST_*` environment overrides from `env`, validates.
@@ -400,6 +428,17 @@ impl Config {
                 return Err(key_error(
                     format!("rate_limits.{name}"),
                     "per_second must be > 0 and burst >= 1",
+                ));
+            }
+        }
+        for (name, secs) in [
+            ("idle_after_secs", self.presence.idle_after_secs),
+            ("offline_after_secs", self.presence.offline_after_secs),
+        ] {
+            if !(1..=MAX_PRESENCE_TIMEOUT_SECS).contains(&secs) {
+                return Err(key_error(
+                    format!("presence.{name}"),
+                    format!("must be between 1 and {MAX_PRESENCE_TIMEOUT_SECS} seconds"),
                 ));
             }
         }
@@ -736,5 +775,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server_name"), "{err}");
+        let err = load_str("[presence]\nidle_after_secs = 0", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presence.idle_after_secs"), "{err}");
+        let err = Config::load(None, env(&[("ROOST_PRESENCE__OFFLINE_AFTER_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presence.offline_after_secs"), "{err}");
     }
 }

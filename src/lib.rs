@@ -64,6 +64,8 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
         config.public_baseurl = Some(format!("http://{first}"));
     }
     let services = Services::build(config, store)?;
+    // Users online or idle when the server stopped get their presence timers back.
+    services.presence.restore_timers()?;
     let app = api::router(services.clone());
     let (stop, _) = watch::channel(false);
     let mut addrs = Vec::new();

@@ -67,7 +67,13 @@ fn bearer_token(parts: &Parts) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Authed>> {
+/// Checks the access token (if any) and records the device's last-seen address; when `activity`,
+/// the request also counts as presence activity.
+async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    activity: bool,
+) -> Result<Option<Authed>> {
     let Some(token) = bearer_token(parts) else {
         return Ok(None);
     };
@@ -76,6 +82,9 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Option<Auth
     state
         .devices
         .touch(&authed.user_id, &authed.device_id, &ip)?;
+    if activity {
+        state.presence.activity(&authed.user_id).await?;
+    }
     tracing::Span::current().record("user", authed.user_id.as_str());
     Ok(Some(authed))
 }
@@ -87,9 +96,24 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        authenticate(parts, state)
+        authenticate(parts, state, true)
             .await?
             .map(Auth)
+            .ok_or(Error::MissingToken)
+    }
+}
+
+/// Like [`Auth`], but the request does not count as presence activity: for the handlers that
+/// set presence themselves (`/sync` with `set_presence`, `PUT /presence/{userId}/status`).
+pub struct PassiveAuth(pub Authed);
+
+impl FromRequestParts<AppState> for PassiveAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        authenticate(parts, state, false)
+            .await?
+            .map(PassiveAuth)
             .ok_or(Error::MissingToken)
     }
 }
@@ -101,7 +125,7 @@ impl FromRequestParts<AppState> for MaybeAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        Ok(MaybeAuth(authenticate(parts, state).await?))
+        Ok(MaybeAuth(authenticate(parts, state, true).await?))
     }
 }
 

@@ -96,6 +96,11 @@ pub fn router(state: AppState) -> Router {
             put(account_data::set_tag).delete(account_data::delete_tag),
         )
         .route(&v3("/sync"), get(sync::sync))
+        .route(
+            &v3("/presence/{user}/status"),
+            get(presence::get_status).put(presence::set_status),
+        )
+        .route(&v3("/sendToDevice/{kind}/{txn}"), put(to_device::send))
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))
@@ -155,6 +160,15 @@ pub fn router(state: AppState) -> Router {
         .route(
             &v3("/rooms/{room}/redact/{event}/{txn}"),
             put(message::redact),
+        )
+        .route(&v3("/rooms/{room}/typing/{user}"), put(typing::set_typing))
+        .route(
+            &v3("/rooms/{room}/receipt/{receipt_type}/{event}"),
+            post(receipts::send_receipt),
+        )
+        .route(
+            &v3("/rooms/{room}/read_markers"),
+            post(receipts::set_read_markers),
         )
         .route(
             &mfa("/totp"),

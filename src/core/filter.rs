@@ -22,6 +22,8 @@ pub struct RoomEventFilter {
     pub contains_url: Option<bool>,
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
+    /// `/sync` only: count unread notifications per thread (`unread_thread_notifications`).
+    pub unread_thread_notifications: bool,
 }
 
 /// A whole filter (`POST /user/{userId}/filter`, or inline in `/sync`).

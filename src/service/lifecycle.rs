@@ -113,6 +113,8 @@ impl Services {
                 }
                 Ok(())
             })?;
+        // After the devices are gone, so that no new message can reach their inboxes.
+        self.to_device.remove_devices(user_id, &targets)?;
         self.store.durable().await?;
         Ok(())
     }

@@ -9,15 +9,21 @@ pub mod mail;
 pub mod mfa;
 pub mod notifier;
 pub mod password;
+pub mod presence;
 pub mod profile;
 pub mod ratelimit;
+pub mod receipts;
 pub mod regtokens;
+pub mod room_ephemeral;
 pub mod rooms;
 pub mod sessions;
 pub mod signing_key;
 pub mod sync;
 pub mod threepid;
+pub mod to_device;
+pub mod typing;
 pub mod uia;
+pub mod unread;
 
 use std::sync::Arc;
 
@@ -44,6 +50,14 @@ pub struct Services {
     pub notifier: Arc<notifier::Notifier>,
     pub account_data: account_data::AccountData,
     pub filters: filters::Filters,
+    /// Online / unavailable / offline, status messages, last activity, idle timers.
+    pub presence: presence::Presence,
+    /// Send-to-device message inboxes.
+    pub to_device: to_device::ToDevice,
+    /// Who is typing where (in memory).
+    pub typing: typing::Typing,
+    /// Read and delivered receipts.
+    pub receipts: receipts::Receipts,
 }
 
 impl Services {
@@ -64,8 +78,12 @@ impl Services {
             mailer: mail::Mailer::new(&config.smtp)?,
             mfa: mfa::Mfa::new(&store)?,
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
+            presence: presence::Presence::new(&store, notifier.clone(), &config.presence)?,
+            to_device: to_device::ToDevice::new(&store, notifier.clone(), server_name.clone())?,
             rooms: rooms::Rooms::new(&store, server_name, signing_key.clone(), notifier.clone())?,
             filters: filters::Filters::new(&store)?,
+            typing: typing::Typing::new(&store, notifier.clone())?,
+            receipts: receipts::Receipts::new(&store)?,
             account_data: account_data::AccountData::new(&store, notifier.clone())?,
             notifier,
             signing_key,

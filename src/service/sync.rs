@@ -13,6 +13,7 @@ use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::Services;
+use super::room_ephemeral::Delivery;
 use super::rooms::read::{PageRequest, Viewer};
 use super::rooms::visibility::Reader;
 use crate::core::StateMap;
@@ -72,8 +73,10 @@ impl Services {
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         loop {
             let upto = self.store.sequencer().upto();
-            let (response, changed) = self.sync_once(&request, upto)?;
+            let mut deliveries = Vec::new();
+            let (response, changed) = self.sync_once(&request, upto, &mut deliveries)?;
             if changed || request.since.is_none() || request.full_state {
+                self.record_deliveries(&request.user_id, deliveries).await?;
                 return Ok(response);
             }
             let woken = tokio::time::timeout_at(deadline, waiter.wait_for(|p| *p > upto)).await;
@@ -86,7 +89,13 @@ impl Services {
     }
 
     /// One pass over everything that changed in `(since, upto]`; also says whether anything did.
-    fn sync_once(&self, request: &SyncRequest, upto: u64) -> Result<(Value, bool)> {
+    /// The timeline events handed out that call for delivered receipts go to `deliveries`.
+    fn sync_once(
+        &self,
+        request: &SyncRequest,
+        upto: u64,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Result<(Value, bool)> {
         let user = &request.user_id;
         let since = if request.full_state {
             None
@@ -95,11 +104,30 @@ impl Services {
         };
         let account_data = self.account_data.changes_since(user, request.since)?;
         let ignored = self.account_data.ignored_users(user)?;
+        // To-device messages first: when more wait than one batch holds, `upto` moves back to
+        // the last one delivered, and everything else is read up to there.
+        let to_device =
+            self.to_device
+                .for_sync(user, &request.device_id, request.since, upto, &ignored)?;
+        let upto = to_device.upto;
+        let presence = self.presence_events(
+            user,
+            request.since,
+            upto,
+            &request.filter.presence,
+            &ignored,
+        )?;
         // Events of ignored users are left out of timelines.
         let mut filter = request.filter.clone();
         filter
             .room
             .timeline
+            .not_senders
+            .extend(ignored.iter().map(|u| u.to_string()));
+        // Their typing and receipts too.
+        filter
+            .room
+            .ephemeral
             .not_senders
             .extend(ignored.iter().map(|u| u.to_string()));
         let request = &SyncRequest {
@@ -113,12 +141,17 @@ impl Services {
         let changed_rooms = request
             .since
             .and_then(|s| self.rooms.rooms_changed_since(s));
+        // Rooms with only typing or receipt changes count too.
+        let ephemeral_rooms = request
+            .since
+            .and_then(|s| self.ephemeral_rooms_since(user, s));
         let is_candidate = |room: &RoomId| {
             request.filter.room.includes_room(room.as_str())
                 && match (&request.since, &changed_rooms) {
                     (None, _) | (_, None) => true,
                     (Some(_), Some(changed)) => {
                         changed.contains(room)
+                            || ephemeral_rooms.as_ref().is_none_or(|e| e.contains(room))
                             || request.full_state
                             || account_data.rooms.contains_key(room)
                     }
@@ -134,7 +167,9 @@ impl Services {
                 .get(&room_id)
                 .map(|events| filter_account_data(&request.filter.room.account_data, events))
                 .unwrap_or_default();
-            if let Some(section) = self.joined_room(request, &room_id, since, upto, room_data)? {
+            if let Some(section) =
+                self.joined_room(request, &room_id, since, upto, room_data, deliveries)?
+            {
                 join.insert(room_id.to_string(), section);
             }
         }
@@ -178,11 +213,16 @@ impl Services {
             && invite.is_empty()
             && knock.is_empty()
             && leave.is_empty()
-            && global_data.is_empty());
+            && global_data.is_empty()
+            && presence.is_empty()
+            && to_device.events.is_empty()
+            && !to_device.limited);
         let response = json!({
             "next_batch": token(upto),
             "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
             "account_data": { "events": global_data },
+            "presence": { "events": presence },
+            "to_device": { "events": to_device.events },
             "device_lists": { "changed": [], "left": [] },
             "device_one_time_keys_count": {},
             "device_unused_fallback_key_types": [],
@@ -249,6 +289,7 @@ impl Services {
         since: Option<u64>,
         upto: u64,
         account_data: Vec<Value>,
+        deliveries: &mut Vec<Delivery>,
     ) -> Result<Option<Value>> {
         let user = &request.user_id;
         let reader = self.rooms.reader(room_id, user)?;
@@ -260,8 +301,20 @@ impl Services {
             None => true,
         };
         let timeline = self.timeline(request, room_id, &reader, since, upto.saturating_add(1))?;
-        if since.is_some() && timeline.events.is_empty() && account_data.is_empty() {
+        let ephemeral_since = if joined_after_since { None } else { since };
+        let ephemeral = self.room_ephemeral(request, room_id, ephemeral_since, upto)?;
+        if since.is_some()
+            && timeline.events.is_empty()
+            && account_data.is_empty()
+            && ephemeral.is_empty()
+        {
             return Ok(None);
+        }
+        if let Some(event_id) = &timeline.newest_from_others {
+            deliveries.push(Delivery {
+                room_id: room_id.to_owned(),
+                event_id: event_id.clone(),
+            });
         }
         let start_state = match timeline.first_event.as_ref() {
             Some(first) => {
@@ -297,7 +350,10 @@ impl Services {
             },
             "state": { "events": state },
             "account_data": { "events": account_data },
+            "ephemeral": { "events": ephemeral },
         });
+        let per_thread = request.filter.room.timeline.unread_thread_notifications;
+        self.add_unread_counts(&mut section, room_id, &reader, upto, per_thread)?;
         if let Some(prev) = timeline.prev_batch {
             section["timeline"]["prev_batch"] = json!(token(prev));
         }
@@ -385,6 +441,15 @@ impl Services {
             None => None,
         };
         let members_changed = events.iter().any(|e| e["type"] == "m.room.member");
+        let newest_from_others = events
+            .iter()
+            .rev()
+            .find(|e| {
+                e["sender"].as_str() != Some(request.user_id.as_str())
+                    && e.get("state_key").is_none()
+            })
+            .and_then(|e| e["event_id"].as_str())
+            .and_then(|id| OwnedEventId::try_from(id).ok());
         Ok(Timeline {
             limited: page.end.is_some(),
             prev_batch: first_position.or(Some(before)),
@@ -395,6 +460,7 @@ impl Services {
                 .collect::<Result<_>>()?,
             first_event,
             members_changed,
+            newest_from_others,
         })
     }
 
@@ -520,6 +586,8 @@ struct Timeline {
     senders: BTreeSet<OwnedUserId>,
     first_event: Option<OwnedEventId>,
     members_changed: bool,
+    /// The newest non-state event sent by someone else (for the delivered receipt).
+    newest_from_others: Option<OwnedEventId>,
 }
 
 fn stripped(pdu: &crate::core::Pdu) -> Result<Value> {

@@ -46,6 +46,12 @@ pub mod trees {
     pub const USERID_ROOMID_TYPE_ACCOUNTDATA: &str = "userid_roomid_type_accountdata";
     pub const USERID_STREAMPOS_ACCOUNTDATA: &str = "userid_streampos_accountdata";
     pub const USERID_FILTERID_FILTER: &str = "userid_filterid_filter";
+    pub const ROOMID_TYPE_USERID_THREAD_RECEIPT: &str = "roomid_type_userid_thread_receipt";
+    pub const ROOMID_STREAMPOS_RECEIPT: &str = "roomid_streampos_receipt";
+    pub const USERID_PRESENCE: &str = "userid_presence";
+    pub const STREAMPOS_USERID_PRESENCE: &str = "streampos_userid_presence";
+    pub const USERDEVICEID_STREAMPOS_TODEVICE: &str = "userdeviceid_streampos_todevice";
+    pub const USERDEVICETYPETXN_TODEVICE: &str = "userdevicetypetxn_todevice";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -171,6 +171,46 @@ pub async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
         .await
 }
 
+/// Sets the user's typing state in a room (`timeout` in ms).
+pub async fn set_typing(
+    server: &TestServer,
+    u: &User,
+    room: &str,
+    typing: bool,
+    timeout: Option<u64>,
+) -> (u16, Value) {
+    let mut body = json!({ "typing": typing });
+    if let Some(timeout) = timeout {
+        body["timeout"] = json!(timeout);
+    }
+    server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/typing/{}", u.id),
+            Some(&u.token),
+            Some(body),
+        )
+        .await
+}
+
+/// Sends a receipt of `kind` for `event` (`POST /rooms/{id}/receipt/{kind}/{event}`).
+pub async fn send_receipt(
+    server: &TestServer,
+    u: &User,
+    room: &str,
+    kind: &str,
+    event: &str,
+    body: Value,
+) -> (u16, Value) {
+    server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/{kind}/{event}"),
+            Some(&u.token),
+            body,
+        )
+        .await
+}
+
 pub fn token(body: &Value) -> String {
     body["access_token"]
         .as_str()

@@ -10,12 +10,16 @@ pub mod history;
 pub mod membership;
 pub mod message;
 pub mod mfa;
+pub mod presence;
 pub mod profile;
+pub mod receipts;
 pub mod register;
 pub mod rooms;
 pub mod session;
 pub mod sync;
 pub mod threepid;
+pub mod to_device;
+pub mod typing;
 pub mod upgrade;
 
 use axum::Json;

@@ -7,9 +7,10 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::extract::{AppState, Auth};
+use crate::api::extract::{AppState, PassiveAuth};
 use crate::core::filter::Filter;
 use crate::error::{Error, Result};
+use crate::service::presence::PresenceState;
 use crate::service::sync::{SyncRequest, parse_token};
 
 #[derive(Deserialize)]
@@ -24,7 +25,7 @@ pub struct SyncQuery {
 
 pub async fn sync(
     State(state): State<AppState>,
-    Auth(auth): Auth,
+    PassiveAuth(auth): PassiveAuth,
     Query(query): Query<SyncQuery>,
 ) -> Result<Json<Value>> {
     match query.set_presence.as_deref() {
@@ -36,6 +37,13 @@ pub async fn sync(
         None => Filter::default(),
     };
     let since = query.since.as_deref().map(parse_token).transpose()?;
+    // Syncing marks the user online unless `set_presence` says otherwise.
+    let set_presence = query
+        .set_presence
+        .as_deref()
+        .map(PresenceState::parse)
+        .transpose()?;
+    state.presence.on_sync(&auth.user_id, set_presence).await?;
     let response = state
         .sync(SyncRequest {
             user_id: auth.user_id,

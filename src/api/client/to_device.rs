@@ -1,0 +1,37 @@
+//! Send-to-device messaging: `PUT /sendToDevice/{eventType}/{txnId}`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::error::Result;
+use crate::service::to_device::Messages;
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    /// User ID → device ID or `*` → message content.
+    messages: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// Stores one message per recipient device; a retransmission (same device, event type and
+/// transaction ID) answers `{}` again without sending anything.
+pub async fn send(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Path((kind, txn_id)): Path<(String, String)>,
+    JsonBody(body, _): JsonBody<SendBody>,
+) -> Result<Json<Value>> {
+    let mut messages = Messages::new();
+    for (user, devices) in body.messages {
+        messages.insert(parse_user_id(&user)?, devices);
+    }
+    state
+        .to_device
+        .send(&auth.user_id, &auth.device_id, &kind, &txn_id, &messages)
+        .await?;
+    Ok(Json(json!({})))
+}
