@@ -147,6 +147,12 @@ async fn presence_account_data_tags_and_to_device() {
     room.set_tag(TagName::Favorite, TagInfo::new())
         .await
         .unwrap();
+    let mut direct = matrix_sdk::ruma::events::direct::DirectEventContent::default();
+    direct.insert(
+        bob.user_id().unwrap().to_owned().into(),
+        vec![room.room_id().to_owned()],
+    );
+    alice.account().set_account_data(direct).await.unwrap();
     let response = alice
         .sync_once(SyncSettings::default().token(alice_token))
         .await
@@ -160,6 +166,19 @@ async fn presence_account_data_tags_and_to_device() {
     assert!(
         tags.iter()
             .any(|e| e["type"] == "m.tag" && e["content"]["tags"].get("m.favourite").is_some())
+    );
+    let global: Vec<Value> = response
+        .account_data
+        .iter()
+        .filter_map(|e| e.deserialize_as::<Value>().ok())
+        .collect();
+    let direct = global
+        .iter()
+        .find(|e| e["type"] == "m.direct")
+        .expect("m.direct");
+    assert_eq!(
+        direct["content"][bob.user_id().unwrap().as_str()][0],
+        room.room_id().as_str()
     );
 
     // A to-device message arrives exactly once.
