@@ -160,6 +160,31 @@ pub async fn send_text(
         .await
 }
 
+/// A `/sync` running in the background with the given query string (it should carry `since` and
+/// `timeout`): resolves to (time taken, body).
+pub fn spawn_long_poll(
+    server: &TestServer,
+    token: &str,
+    query: &str,
+) -> tokio::task::JoinHandle<(Duration, Value)> {
+    let http = server.http.clone();
+    let url = server.url(&format!("/_matrix/client/v3/sync?{query}"));
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let body: Value = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sync sent")
+            .json()
+            .await
+            .expect("sync answer");
+        (started.elapsed(), body)
+    })
+}
+
 /// Joins a room by ID (`POST /rooms/{id}/join`).
 pub async fn join(server: &TestServer, u: &User, room: &str) -> (u16, Value) {
     server

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, create_room, errcode, join, user};
+use crate::common::{TestServer, User, create_room, errcode, join, spawn_long_poll, user};
 
 fn status_path(user: &User) -> String {
     format!("/_matrix/client/v3/presence/{}/status", user.id)
@@ -224,26 +224,11 @@ async fn presence_reaches_room_mates_in_sync_and_never_strangers() {
     }
 
     // A presence change wakes Bob's long poll.
-    let poll = {
-        let http = server.http.clone();
-        let url = server.url(&format!(
-            "/_matrix/client/v3/sync?since={bob_since}&set_presence=offline&timeout=20000"
-        ));
-        let token = bob.token.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let body: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = spawn_long_poll(
+        &server,
+        &bob.token,
+        &format!("since={bob_since}&set_presence=offline&timeout=20000"),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     put_presence(&server, &alice, &alice, json!({ "presence": "online" })).await;
     let (elapsed, body) = poll.await.unwrap();

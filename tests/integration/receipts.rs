@@ -1,12 +1,13 @@
 //! Typing notifications, receipts (read, private, delivered), read markers and unread counts,
 //! as `/sync` shows them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::common::{
-    TestServer, User, create_room, errcode, join, send_receipt, send_text, set_typing, user,
+    TestServer, User, create_room, errcode, join, send_receipt, send_text, set_typing,
+    spawn_long_poll, user,
 };
 
 fn encode(s: &str) -> String {
@@ -88,24 +89,11 @@ fn long_poll(
     since: &str,
     timeout_ms: u64,
 ) -> tokio::task::JoinHandle<(Duration, Value)> {
-    let http = server.http.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={since}&timeout={timeout_ms}"
-    ));
-    let token = u.token.clone();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let body: Value = http
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent")
-            .json()
-            .await
-            .expect("sync body");
-        (started.elapsed(), body)
-    })
+    spawn_long_poll(
+        server,
+        &u.token,
+        &format!("since={since}&timeout={timeout_ms}"),
+    )
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, create_room, errcode, join, send_text, user};
+use crate::common::{
+    TestServer, User, create_room, errcode, join, send_text, spawn_long_poll, user,
+};
 
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -99,26 +101,7 @@ async fn long_poll_wakes_on_a_message_and_times_out_empty() {
     // (The token may have moved on: positions are global, e.g. a delivered receipt of Bob's own.)
 
     // A message wakes the waiting poll long before its 20 s timeout.
-    let poll = {
-        let http = server.http.clone();
-        let url = server.url(&format!(
-            "/_matrix/client/v3/sync?since={since}&timeout=20000"
-        ));
-        let token = bob.token.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let body: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = spawn_long_poll(&server, &bob.token, &format!("since={since}&timeout=20000"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     send_text(&server, &alice, &room, "t1", "wake up").await;
     let (elapsed, body) = poll.await.unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{PASSWORD, TestServer, User, errcode, token};
+use crate::common::{PASSWORD, TestServer, User, errcode, spawn_long_poll, token};
 
 /// A user's device: its access token, user ID and device ID.
 struct Device {
@@ -221,26 +221,11 @@ async fn to_device_wakes_a_long_poll() {
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let since = next_batch(&sync(&server, &bob, "").await);
-    let poll = {
-        let http = server.http.clone();
-        let url = server.url(&format!(
-            "/_matrix/client/v3/sync?since={since}&set_presence=offline&timeout=20000"
-        ));
-        let token = bob.user.token.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let body: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let poll = spawn_long_poll(
+        &server,
+        &bob.user.token,
+        &format!("since={since}&set_presence=offline&timeout=20000"),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     send(
         &server,
