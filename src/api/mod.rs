@@ -136,12 +136,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &v3("/rooms/{room}/state/{kind}"),
-            put(message::put_state_empty_key).get(message::get_state_empty_key),
+            put(message::put_state).get(message::get_state),
         )
         // An empty state key as clients (ruma among them) write it: a trailing slash.
         .route(
             &v3("/rooms/{room}/state/{kind}/"),
-            put(message::put_state_empty_key).get(message::get_state_empty_key),
+            put(message::put_state).get(message::get_state),
         )
         .route(&v3("/rooms/{room}/state"), get(message::all_state))
         .route(&v3("/rooms/{room}/event/{event}"), get(message::get_event))

@@ -101,22 +101,27 @@ pub async fn send(
     Ok(Json(json!({ "event_id": event_id })))
 }
 
+/// The path of a state event; routes without `{state_key}` mean the empty state key.
+#[derive(Deserialize)]
+pub struct StatePath {
+    room: String,
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+}
+
 pub async fn put_state(
     State(state): State<AppState>,
     Auth(auth): Auth,
-    Path((room, kind, state_key)): Path<(String, String, String)>,
+    Path(path): Path<StatePath>,
     JsonBody(_, content): JsonBody<Value>,
 ) -> Result<Json<Value>> {
+    let StatePath {
+        room,
+        kind,
+        state_key,
+    } = path;
     put_state_inner(state, auth, room, kind, state_key, content).await
-}
-
-pub async fn put_state_empty_key(
-    State(state): State<AppState>,
-    Auth(auth): Auth,
-    Path((room, kind)): Path<(String, String)>,
-    JsonBody(_, content): JsonBody<Value>,
-) -> Result<Json<Value>> {
-    put_state_inner(state, auth, room, kind, String::new(), content).await
 }
 
 async fn put_state_inner(
@@ -158,19 +163,10 @@ pub struct StateQuery {
 pub async fn get_state(
     State(state): State<AppState>,
     Auth(auth): Auth,
-    Path((room, kind, state_key)): Path<(String, String, String)>,
+    Path(path): Path<StatePath>,
     Query(query): Query<StateQuery>,
 ) -> Result<Json<Value>> {
-    get_state_inner(state, auth, room, kind, state_key, query).await
-}
-
-pub async fn get_state_empty_key(
-    State(state): State<AppState>,
-    Auth(auth): Auth,
-    Path((room, kind)): Path<(String, String)>,
-    Query(query): Query<StateQuery>,
-) -> Result<Json<Value>> {
-    get_state_inner(state, auth, room, kind, String::new(), query).await
+    get_state_inner(state, auth, path.room, path.kind, path.state_key, query).await
 }
 
 async fn get_state_inner(
