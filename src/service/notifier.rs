@@ -2,7 +2,7 @@
 //! `/sync`, later WebSocket streams). A change notifies exactly the users it concerns; nothing
 //! ever polls the store on a timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use ruma::{OwnedUserId, UserId};
@@ -44,6 +44,28 @@ impl Notifier {
                 waiters.remove(user);
             }
         }
+    }
+
+    /// Notifies the waiting users among `members`, looking at whichever of the two sets is
+    /// smaller: a message to a large room costs as much as the number of its waiting members.
+    pub fn notify_members(&self, members: &HashSet<OwnedUserId>, position: u64) {
+        let targets: Vec<OwnedUserId> = {
+            let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if waiters.len() < members.len() {
+                waiters
+                    .keys()
+                    .filter(|u| members.contains(*u))
+                    .cloned()
+                    .collect()
+            } else {
+                members
+                    .iter()
+                    .filter(|u| waiters.contains_key(*u))
+                    .cloned()
+                    .collect()
+            }
+        };
+        self.notify(targets.iter().map(|u| u.as_ref()), position);
     }
 
     /// How many users have a waiter (for tests and metrics).

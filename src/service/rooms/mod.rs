@@ -122,6 +122,8 @@ pub struct Rooms {
     /// Recent changes, stream position → room, to find the rooms changed since a sync token
     /// without looking at every room of the user.
     changes: Mutex<RecentChanges>,
+    /// Per room, the users its events concern (see [`Rooms::interested_users`]).
+    interested: Mutex<HashMap<OwnedRoomId, Arc<std::collections::HashSet<ruma::OwnedUserId>>>>,
     pub(crate) pdus: Tree,
     pub(crate) meta: Tree,
     redacted_by: Tree,
@@ -178,6 +180,7 @@ impl Rooms {
             signing_key,
             notifier,
             changes: Mutex::new(RecentChanges::new(start)),
+            interested: Mutex::new(HashMap::new()),
             pdus: store.tree(trees::EVENTID_PDU)?,
             meta: store.tree(trees::EVENTID_META)?,
             redacted_by: store.tree(trees::EVENTID_REDACTEDBY)?,
@@ -467,6 +470,18 @@ impl Rooms {
         let mut position = 0;
         self.store.sequencer().commit(transaction, |pos| {
             position = pos;
+            if let Some((user, membership)) = &membership
+                && let Ok(user) = ruma::OwnedUserId::try_from(user.as_str())
+                && let Ok(mut cache) = self.interested.lock()
+                && let Some(users) = cache.get_mut(&room_id)
+            {
+                let users = Arc::make_mut(users);
+                if interested(membership) {
+                    users.insert(user);
+                } else {
+                    users.remove(&user);
+                }
+            }
             self.changes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -483,16 +498,46 @@ impl Rooms {
     /// and, for a member event, its target.
     pub(crate) fn announce(&self, room_id: &RoomId, target: Option<&UserId>) -> Result<()> {
         let position = self.store.sequencer().upto();
-        let members = self.members(room_id, None)?;
-        let users: Vec<ruma::OwnedUserId> = members
-            .into_iter()
-            .filter(|(_, m)| matches!(m.as_str(), "join" | "invite" | "knock"))
-            .filter_map(|(u, _)| ruma::OwnedUserId::try_from(u).ok())
-            .chain(target.map(ToOwned::to_owned))
-            .collect();
-        self.notifier
-            .notify(users.iter().map(|u| u.as_ref()), position);
+        let members = self.interested_users(room_id)?;
+        self.notifier.notify_members(&members, position);
+        if let Some(target) = target {
+            self.notifier.notify([target], position);
+        }
         Ok(())
+    }
+
+    /// The users a room's events concern (joined, invited, knocking), cached in memory and kept
+    /// current by [`Rooms::persist`], so that waking them does not read the member list.
+    fn interested_users(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Arc<std::collections::HashSet<ruma::OwnedUserId>>> {
+        if let Some(cached) = self.interested_cache()?.get(room_id) {
+            return Ok(cached.clone());
+        }
+        let users: std::collections::HashSet<ruma::OwnedUserId> = self
+            .members(room_id, None)?
+            .into_iter()
+            .filter(|(_, m)| interested(m))
+            .filter_map(|(u, _)| ruma::OwnedUserId::try_from(u).ok())
+            .collect();
+        let users = Arc::new(users);
+        self.interested_cache()?
+            .insert(room_id.to_owned(), users.clone());
+        Ok(users)
+    }
+
+    fn interested_cache(
+        &self,
+    ) -> Result<
+        std::sync::MutexGuard<
+            '_,
+            HashMap<OwnedRoomId, Arc<std::collections::HashSet<ruma::OwnedUserId>>>,
+        >,
+    > {
+        self.interested
+            .lock()
+            .map_err(|_| Error::internal("member cache poisoned"))
     }
 
     /// The rooms changed after a stream position, if still known (see [`RecentChanges`]).
@@ -623,6 +668,11 @@ fn timeline_key(room_id: &RoomId, pos: u64) -> Vec<u8> {
     let mut k = keys::prefix(room_id.as_str());
     k.extend_from_slice(&keys::u64_be(pos));
     k
+}
+
+/// Whether a membership makes a user one the room's events concern.
+fn interested(membership: &str) -> bool {
+    matches!(membership, "join" | "invite" | "knock")
 }
 
 /// The user a member event is about.
