@@ -165,6 +165,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Parses a room ID from a path or body, with `M_INVALID_PARAM` when it is not one.
+pub fn parse_room_id(raw: &str) -> Result<ruma::OwnedRoomId> {
+    ruma::RoomId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid room ID: {e}")))
+}
+
+/// 404 `M_NOT_FOUND` unless this server knows the room.
+pub fn ensure_room(state: &AppState, room_id: &ruma::RoomId) -> Result<()> {
+    if state.rooms.info(room_id)?.is_none() {
+        return Err(Error::NotFound("no such room".into()));
+    }
+    Ok(())
+}
+
+/// A room ID from a path, of a room this server knows.
+pub fn existing_room(state: &AppState, raw: &str) -> Result<ruma::OwnedRoomId> {
+    let room_id = parse_room_id(raw)?;
+    ensure_room(state, &room_id)?;
+    Ok(room_id)
+}
+
 /// Parses a user ID from a path or body, with `M_INVALID_PARAM` when it is not one.
 pub fn parse_user_id(raw: &str) -> Result<ruma::OwnedUserId> {
     ruma::UserId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid user ID: {e}")))

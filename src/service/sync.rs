@@ -48,11 +48,11 @@ pub struct SyncRequest {
     pub timeout: Duration,
 }
 
-/// Parses a sync token (`s<position>`).
+/// Parses a stream token (`s<position>`), as `/sync`, `/messages` and `/context` hand out.
 pub fn parse_token(raw: &str) -> Result<u64> {
     raw.strip_prefix('s')
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::InvalidParam("invalid sync token".into()))
+        .ok_or_else(|| Error::InvalidParam("invalid token".into()))
 }
 
 pub fn token(position: u64) -> String {

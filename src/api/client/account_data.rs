@@ -3,10 +3,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::OwnedUserId;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
+use crate::api::extract::existing_room;
 use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::sessions::Authed;
@@ -23,15 +23,6 @@ fn own_user(auth: &Authed, raw: &str) -> Result<OwnedUserId> {
         ));
     }
     Ok(user_id)
-}
-
-/// The room in the path: a valid room ID of a room this server knows.
-fn known_room(state: &AppState, raw: &str) -> Result<OwnedRoomId> {
-    let room_id = parse_room_id(raw)?;
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
-    Ok(room_id)
 }
 
 /// Refuses a type the server manages (405 `M_BAD_JSON`, as the specification requires).
@@ -80,7 +71,7 @@ pub async fn get_room(
     Path((user, room, kind)): Path<(String, String, String)>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
-    let room_id = known_room(&state, &room)?;
+    let room_id = existing_room(&state, &room)?;
     found(state.account_data.get(&user_id, Some(&room_id), &kind)?)
 }
 
@@ -91,7 +82,7 @@ pub async fn set_room(
     JsonBody(_, content): JsonBody<Value>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
-    let room_id = known_room(&state, &room)?;
+    let room_id = existing_room(&state, &room)?;
     refuse_server_managed(&kind)?;
     state
         .account_data
@@ -106,7 +97,7 @@ pub async fn get_tags(
     Path((user, room)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
-    let room_id = known_room(&state, &room)?;
+    let room_id = existing_room(&state, &room)?;
     let tags = state.account_data.tags(&user_id, &room_id)?;
     Ok(Json(json!({ "tags": tags })))
 }
@@ -118,7 +109,7 @@ pub async fn set_tag(
     JsonBody(_, info): JsonBody<Value>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
-    let room_id = known_room(&state, &room)?;
+    let room_id = existing_room(&state, &room)?;
     state
         .account_data
         .set_tag(&user_id, &room_id, &tag, info)
@@ -132,7 +123,7 @@ pub async fn delete_tag(
     Path((user, room, tag)): Path<(String, String, String)>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
-    let room_id = known_room(&state, &room)?;
+    let room_id = existing_room(&state, &room)?;
     state
         .account_data
         .remove_tag(&user_id, &room_id, &tag)

@@ -9,8 +9,8 @@ use ruma::{OwnedRoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{ensure_room, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::rooms::alias::{RoomSummary, parse_alias, world_readable};
 
@@ -109,9 +109,7 @@ pub async fn get_visibility(
     Path(room): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
+    ensure_room(&state, &room_id)?;
     let visibility = if state.rooms.aliases.is_public(&room_id)? {
         "public"
     } else {

@@ -7,8 +7,8 @@ use ruma::events::StateEventType;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
 use super::message::{parse_filter, reader, stream_order, token, viewer, visible_event};
+use crate::api::extract::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::rooms::read::PageRequest;

@@ -3,26 +3,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rooms::member_profile;
 use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{existing_room, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::rooms::create::member_event;
-
-pub(crate) fn parse_room_id(raw: &str) -> Result<OwnedRoomId> {
-    RoomId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid room ID: {e}")))
-}
-
-fn existing_room(state: &AppState, raw: &str) -> Result<OwnedRoomId> {
-    let room_id = parse_room_id(raw)?;
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
-    Ok(room_id)
-}
 
 #[derive(Deserialize)]
 pub struct ReasonBody {

@@ -11,8 +11,8 @@ use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{ensure_room, parse_room_id};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -20,18 +20,18 @@ use crate::core::filter::RoomEventFilter;
 use crate::core::{Pdu, StateMap};
 use crate::service::rooms::EventMeta;
 use crate::service::rooms::read::{PageRequest, Viewer};
+// Pagination and sync tokens are the same stream positions: `prev_batch` feeds `/messages`.
 use crate::service::rooms::visibility::Reader;
 use crate::service::rooms::{NewEvent, Txn};
 use crate::service::sessions::Authed;
+pub(crate) use crate::service::sync::{parse_token, token};
 
 /// The largest `limit` `/messages` and `/members` honour.
 const MAX_PAGE: usize = 1000;
 
 /// The reader for a room that must exist.
 pub(crate) fn reader(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<Reader> {
-    if state.rooms.info(room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
+    ensure_room(state, room_id)?;
     state.rooms.reader(room_id, user)
 }
 
@@ -86,9 +86,7 @@ pub async fn send(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
     check_event_type(&kind)?;
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
+    ensure_room(&state, &room_id)?;
     let event = NewEvent::message(TimelineEventType::from(kind), content);
     let txn = Txn {
         device_id: auth.device_id.clone(),
@@ -144,9 +142,7 @@ async fn put_state_inner(
             "the state key of a member event is a user ID".into(),
         ));
     }
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
+    ensure_room(&state, &room_id)?;
     let event = NewEvent::state(StateEventType::from(kind), state_key, content);
     let event_id = state
         .rooms
@@ -251,16 +247,6 @@ pub struct MessagesQuery {
     dir: Option<String>,
     limit: Option<usize>,
     filter: Option<String>,
-}
-
-pub(crate) fn parse_token(raw: &str) -> Result<u64> {
-    raw.strip_prefix('s')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Error::InvalidParam("invalid pagination token".into()))
-}
-
-pub(crate) fn token(pos: u64) -> String {
-    format!("s{pos}")
 }
 
 pub(crate) fn parse_filter(raw: Option<&str>) -> Result<RoomEventFilter> {
@@ -433,9 +419,7 @@ pub async fn redact(
     let room_id = parse_room_id(&room)?;
     let target = EventId::parse(&event)
         .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
-    if state.rooms.info(&room_id)?.is_none() {
-        return Err(Error::NotFound("no such room".into()));
-    }
+    ensure_room(&state, &room_id)?;
     let mut content = serde_json::Map::new();
     if let Some(reason) = body.reason {
         content.insert("reason".into(), json!(reason));

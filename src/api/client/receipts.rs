@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use ruma::{EventId, OwnedEventId};
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
+use crate::api::extract::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::error::{Error, Result};
 use crate::service::receipts::ReadMarkers;

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
+use crate::api::extract::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::typing::DEFAULT_TIMEOUT;

@@ -6,8 +6,8 @@ use ruma::{OwnedUserId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::membership::parse_room_id;
 use super::rooms::member_profile;
+use crate::api::extract::parse_room_id;
 use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
 use crate::core::room_version;
 use crate::error::{Error, Result};

@@ -16,10 +16,9 @@ use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, UserId,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::Rooms;
-use crate::core::StateMap;
 use crate::error::{Error, Result};
 use crate::storage::{Store, Tree, abort, keys, trees};
 
@@ -348,27 +347,12 @@ impl RoomSummary {
 }
 
 /// A string field of an event's content.
-fn content_str(content: &Option<Value>, field: &str) -> Option<String> {
+fn content_str(content: &Option<Map<String, Value>>, field: &str) -> Option<String> {
     content
         .as_ref()?
         .get(field)?
         .as_str()
         .map(ToOwned::to_owned)
-}
-
-/// The content of a current state event with an empty state key, redaction applied.
-fn state_content(rooms: &Rooms, state: &StateMap, kind: StateEventType) -> Result<Option<Value>> {
-    let Some(event_id) = state.get(&(kind, String::new())) else {
-        return Ok(None);
-    };
-    let Some(pdu) = rooms.pdu(event_id)? else {
-        return Ok(None);
-    };
-    let pdu = match rooms.redacted_by(event_id)? {
-        Some(_) => pdu.redacted()?,
-        None => pdu,
-    };
-    Ok(Some(serde_json::from_str(pdu.content().get())?))
 }
 
 /// Whether the room's history visibility is `world_readable`.
@@ -471,7 +455,7 @@ impl Rooms {
     /// What the directory shows of a room, read from its current state.
     pub fn room_summary(&self, room_id: &RoomId) -> Result<RoomSummary> {
         let state = self.current_state(room_id)?;
-        let get = |kind| state_content(self, &state, kind);
+        let get = |kind: StateEventType| self.state_content(&state, &kind);
         let name = get(StateEventType::RoomName)?;
         let topic = get(StateEventType::RoomTopic)?;
         let alias = get(StateEventType::RoomCanonicalAlias)?;

@@ -26,7 +26,7 @@ use ruma::{
     UInt, UserId,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::core::{self, EventTemplate, Pdu, StateMap};
 use crate::error::{Error, Result};
@@ -253,6 +253,28 @@ impl Rooms {
         match state.get(&(kind.clone(), state_key.to_owned())) {
             Some(id) => self.pdu(id),
             None => Ok(None),
+        }
+    }
+
+    /// The content of the `(kind, "")` entry of `state`, redacted if its event was.
+    pub(crate) fn state_content(
+        &self,
+        state: &StateMap,
+        kind: &StateEventType,
+    ) -> Result<Option<Map<String, Value>>> {
+        let Some(event_id) = state.get(&(kind.clone(), String::new())) else {
+            return Ok(None);
+        };
+        let pdu = self
+            .pdu(event_id)?
+            .ok_or_else(|| Error::internal(format!("state names missing event {event_id}")))?;
+        let pdu = match self.redacted_by(event_id)? {
+            Some(_) => pdu.redacted()?,
+            None => pdu,
+        };
+        match serde_json::from_str(pdu.content().get())? {
+            Value::Object(content) => Ok(Some(content)),
+            _ => Ok(None),
         }
     }
 

@@ -191,28 +191,6 @@ impl Rooms {
         Ok(events)
     }
 
-    /// The content of the `(kind, "")` entry of `state`, redacted if its event was.
-    fn state_content(
-        &self,
-        state: &StateMap,
-        kind: &StateEventType,
-    ) -> Result<Option<Map<String, Value>>> {
-        let Some(event_id) = state.get(&(kind.clone(), String::new())) else {
-            return Ok(None);
-        };
-        let pdu = self
-            .pdu(event_id)?
-            .ok_or_else(|| Error::internal(format!("state names missing event {event_id}")))?;
-        let pdu = match self.redacted_by(event_id)? {
-            Some(_) => pdu.redacted()?,
-            None => pdu,
-        };
-        match serde_json::from_str(pdu.content().get())? {
-            Value::Object(content) => Ok(Some(content)),
-            _ => Ok(None),
-        }
-    }
-
     /// Sends the tombstone to the old room, then raises its `events_default` and `invite` if
     /// the user may change its power levels (the specification says "if possible").
     fn close_old_room(
