@@ -153,10 +153,6 @@ impl Sessions {
         })
     }
 
-    pub fn session_key(session_id: &str) -> &[u8] {
-        session_id.as_bytes()
-    }
-
     pub fn get(&self, session_id: &str) -> Result<Option<Session>> {
         match self.tree.get(session_id.as_bytes())? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),

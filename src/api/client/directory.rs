@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::api::extract::{AppState, Auth, JsonBody};
 use crate::api::extract::{ensure_room, parse_room_id};
 use crate::error::{Error, Result};
-use crate::service::rooms::alias::{RoomSummary, parse_alias, world_readable};
+use crate::service::rooms::alias::{RoomSummary, parse_alias};
 
 /// The largest page `/publicRooms` answers (also the page size when no `limit` is given).
 const MAX_PUBLIC_ROOMS_PAGE: usize = 500;
@@ -96,7 +96,7 @@ pub async fn room_aliases(
     let room_id = parse_room_id(&room)?;
     let joined = state.rooms.membership(&room_id, &auth.user_id)?.as_deref() == Some("join");
     let exists = state.rooms.info(&room_id)?.is_some();
-    if !exists || !(joined || world_readable(&state.rooms, &room_id)?) {
+    if !exists || !(joined || state.rooms.is_world_readable(&room_id)?) {
         return Err(Error::Forbidden("you are not a member of this room".into()));
     }
     let aliases = state.rooms.aliases.list(&room_id)?;

@@ -355,11 +355,6 @@ fn content_str(content: &Option<Map<String, Value>>, field: &str) -> Option<Stri
         .map(ToOwned::to_owned)
 }
 
-/// Whether the room's history visibility is `world_readable`.
-pub fn world_readable(rooms: &Rooms, room_id: &RoomId) -> Result<bool> {
-    rooms.is_world_readable(room_id)
-}
-
 /// The power facts of a room's current state.
 fn powers(rooms: &Rooms, room_id: &RoomId) -> Result<Powers> {
     let info = rooms
