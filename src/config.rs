@@ -88,6 +88,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub rate_limits: RateLimitsConfig,
     pub presence: PresenceConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -111,6 +112,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             presence: PresenceConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -267,6 +269,31 @@ impl Default for PresenceConfig {
         }
     }
 }
+
+/// Memory the store may use for caches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The database's page cache, in MiB.
+    pub cache_mb: u64,
+    /// Room state entries kept decoded in memory, summed over all cached state snapshots.
+    pub state_cache_entries: usize,
+    /// Events kept decoded in memory.
+    pub event_cache_entries: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: 32,
+            state_cache_entries: crate::service::rooms::state::DEFAULT_CACHE_ENTRIES,
+            event_cache_entries: crate::service::rooms::event_cache::DEFAULT_ENTRIES,
+        }
+    }
+}
+
+/// The largest page cache accepted (1 TiB), so that its size in bytes never overflows.
+const MAX_CACHE_MB: u64 = 1 << 20;
 
 /// The longest presence timeout accepted (one year), so that deadlines never overflow.
 const MAX_PRESENCE_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
@@ -441,6 +468,12 @@ impl Config {
                     format!("must be between 1 and {MAX_PRESENCE_TIMEOUT_SECS} seconds"),
                 ));
             }
+        }
+        if !(1..=MAX_CACHE_MB).contains(&self.storage.cache_mb) {
+            return Err(key_error(
+                "storage.cache_mb",
+                format!("must be between 1 and {MAX_CACHE_MB}"),
+            ));
         }
         Ok(())
     }

@@ -8,6 +8,14 @@ use crate::storage::{StorageError, TxOutcome};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The message of the 503 answered while the disk refuses writes (full, read-only, failing) and
+/// until the database has been reopened.
+pub const STORAGE_UNAVAILABLE: &str =
+    "the server's storage is unavailable (disk full or not writable); try again later";
+
+/// The `Retry-After` of that answer, in seconds.
+const STORAGE_RETRY_AFTER_SECS: &str = "2";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -118,6 +126,7 @@ impl Error {
             ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Conflict(_) => (StatusCode::CONFLICT, "M_UNKNOWN"),
             RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
+            Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }
@@ -127,6 +136,10 @@ impl Error {
         let (_, code) = self.status_and_code();
         match self {
             Error::Uiaa(info) => (**info).clone(),
+            Error::Storage(e) if e.is_unavailable() => json!({
+                "errcode": code,
+                "error": STORAGE_UNAVAILABLE,
+            }),
             Error::Storage(_) | Error::Internal(_) => {
                 json!({ "errcode": code, "error": "internal server error" })
             }
@@ -162,6 +175,11 @@ impl IntoResponse for Error {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STORAGE_RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -179,5 +197,35 @@ impl From<TxOutcome<Error>> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Storage(StorageError::Corrupt(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_storage_answers_503_with_retry_after() {
+        let response = Error::Storage(StorageError::Reopening).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static(STORAGE_RETRY_AFTER_SECS))
+        );
+        let error = Error::Storage(StorageError::Reopening);
+        assert_eq!(
+            error.body(),
+            json!({ "errcode": "M_UNKNOWN", "error": STORAGE_UNAVAILABLE })
+        );
+
+        // Corrupt data is a bug, not an outage: 500 without details and without Retry-After.
+        let error = Error::Storage(StorageError::Corrupt("bad json".into()));
+        assert_eq!(
+            error.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
+        );
+        assert_eq!(error.body()["error"], "internal server error");
+        let response = error.into_response();
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

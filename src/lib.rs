@@ -5,8 +5,11 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod service;
 pub mod storage;
+mod supervisor;
 pub mod util;
 
 use std::net::SocketAddr;
@@ -37,12 +40,23 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
-    services: Arc<Services>,
+    supervisor: Arc<supervisor::Supervisor>,
+    supervise: JoinHandle<()>,
 }
 
-/// Opens the store, builds the services and starts listening on every configured address.
+/// Opens the store and builds the services on it: at start, and again when the database is
+/// reopened after a failed write (see `supervisor`).
+fn open_services(config: Config) -> Result<Arc<Services>, StartError> {
+    let store = Store::open_with_cache(&config.data_dir, config.storage.cache_mb << 20)?;
+    let services = Services::build(config, store)?;
+    // Users online or idle when the server stopped get their presence timers back.
+    services.presence.restore_timers()?;
+    services.spawn_delivery_writer();
+    Ok(services)
+}
+
+/// Binds every configured address, opens the store, builds the services and starts serving.
 pub async fn start(mut config: Config) -> Result<Server, StartError> {
-    let store = Store::open(&config.data_dir)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -63,11 +77,11 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
     {
         config.public_baseurl = Some(format!("http://{first}"));
     }
-    let services = Services::build(config, store)?;
-    // Users online or idle when the server stopped get their presence timers back.
-    services.presence.restore_timers()?;
-    let app = api::router(services.clone());
+    let services = open_services(config.clone())?;
+    let supervisor = supervisor::Supervisor::new(config, services);
+    let app = supervisor.front();
     let (stop, _) = watch::channel(false);
+    let supervise = supervisor.spawn(stop.subscribe());
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for (listener, local) in listeners {
@@ -89,7 +103,8 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
         addrs,
         stop,
         tasks,
-        services,
+        supervisor,
+        supervise,
     })
 }
 
@@ -104,13 +119,31 @@ impl Server {
         format!("http://{}", self.addrs[0])
     }
 
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    /// The services in use.
+    ///
+    /// # Panics
+    ///
+    /// While the database is being reopened after a failed write; see [`Server::try_services`].
+    pub fn services(&self) -> Arc<Services> {
+        match self.try_services() {
+            Some(services) => services,
+            None => panic!("the database is being reopened after a failed write"),
+        }
     }
 
-    /// Stops accepting connections, lets requests in flight finish, then flushes the store.
+    /// The services in use; `None` while the database is being reopened after a failed write.
+    pub fn try_services(&self) -> Option<Arc<Services>> {
+        self.supervisor.services()
+    }
+
+    /// Stops accepting connections, ends long polls, lets requests in flight finish, then
+    /// flushes the store.
     pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.stop.send(true);
+        if let Some(services) = self.supervisor.services() {
+            // Waiting `/sync` requests answer now rather than at their timeout.
+            services.notifier.close();
+        }
         for task in self.tasks {
             match task.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "listener ended with an error"),
@@ -118,7 +151,12 @@ impl Server {
                 Ok(Ok(())) => {}
             }
         }
-        self.services.store.flush_blocking()?;
+        if let Err(e) = self.supervise.await {
+            tracing::warn!(error = %e, "the storage supervisor failed");
+        }
+        if let Some(services) = self.supervisor.services() {
+            services.store.flush_blocking()?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

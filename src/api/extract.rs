@@ -1,9 +1,11 @@
-//! Request extractors: client IP, access-token authentication, and JSON bodies that fail with
-//! Matrix errors (`M_NOT_JSON`, `M_BAD_JSON`, `M_TOO_LARGE`) instead of axum's plain-text ones.
+//! Request extractors: client IP, access-token authentication, and JSON bodies, path parameters
+//! and query strings that fail with Matrix errors (`M_NOT_JSON`, `M_BAD_JSON`, `M_TOO_LARGE`,
+//! `M_INVALID_PARAM`, `M_MISSING_PARAM`) instead of axum's plain-text ones.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -153,8 +155,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::NotJson(format!("the body is not valid JSON: {e}")))?
+            match crate::util::parse_json(&bytes) {
+                Ok(value) => value,
+                // Well-formed JSON with a key given twice.
+                Err(e) if e.is_data() => {
+                    return Err(Error::BadJson(format!("invalid request body: {e}")));
+                }
+                Err(e) => return Err(Error::NotJson(format!("the body is not valid JSON: {e}"))),
+            }
         };
         if !value.is_object() {
             return Err(Error::BadJson("the body must be a JSON object".into()));
@@ -165,9 +173,72 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Path parameters, as axum's `Path` gives them, refused with `M_INVALID_PARAM` when a segment is
+/// not UTF-8 once percent-decoded or does not fit the handler's type.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            // The route and the handler disagree: a bug, not bad input.
+            Err(e @ PathRejection::MissingPathParams(_)) => Err(Error::internal(e.body_text())),
+            Err(e) => Err(Error::InvalidParam(e.body_text())),
+        }
+    }
+}
+
+/// The query string deserialized into `T`, as axum's `Query` does (invalid UTF-8 is replaced),
+/// refused with `M_MISSING_PARAM` when a required parameter is absent and `M_INVALID_PARAM` when
+/// one does not fit its type (or is given twice).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self> {
+        match axum::extract::Query::<T>::try_from_uri(&parts.uri) {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                // serde's own wording for a field that is not there.
+                let message = e.body_text();
+                if message.contains("missing field") {
+                    Err(Error::MissingParam(message))
+                } else {
+                    Err(Error::InvalidParam(message))
+                }
+            }
+            Err(e) => Err(Error::InvalidParam(e.body_text())),
+        }
+    }
+}
+
+/// Parses an identifier with ruma's `parse`, with `M_INVALID_PARAM` when it is not one (or longer
+/// than the specification allows).
+fn parse_id<T>(
+    what: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, ruma::IdParseError>,
+) -> Result<T> {
+    if raw.len() > crate::core::MAX_ID_BYTES {
+        return Err(Error::InvalidParam(format!(
+            "invalid {what}: longer than {} bytes",
+            crate::core::MAX_ID_BYTES
+        )));
+    }
+    parse(raw).map_err(|e| Error::InvalidParam(format!("invalid {what}: {e}")))
+}
+
 /// Parses a room ID from a path or body, with `M_INVALID_PARAM` when it is not one.
 pub fn parse_room_id(raw: &str) -> Result<ruma::OwnedRoomId> {
-    ruma::RoomId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid room ID: {e}")))
+    parse_id("room ID", raw, |raw| ruma::RoomId::parse(raw))
+}
+
+/// Parses an event ID from a path or body, with `M_INVALID_PARAM` when it is not one.
+pub fn parse_event_id(raw: &str) -> Result<ruma::OwnedEventId> {
+    parse_id("event ID", raw, |raw| ruma::EventId::parse(raw))
 }
 
 /// 404 `M_NOT_FOUND` unless this server knows the room.
@@ -187,5 +258,5 @@ pub fn existing_room(state: &AppState, raw: &str) -> Result<ruma::OwnedRoomId> {
 
 /// Parses a user ID from a path or body, with `M_INVALID_PARAM` when it is not one.
 pub fn parse_user_id(raw: &str) -> Result<ruma::OwnedUserId> {
-    ruma::UserId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid user ID: {e}")))
+    parse_id("user ID", raw, |raw| ruma::UserId::parse(raw))
 }

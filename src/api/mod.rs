@@ -6,18 +6,86 @@ pub mod extract;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, Method, header};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::Error;
 use extract::AppState;
 
+/// The router being built, with the path template of every route added to it.
+#[derive(Default)]
+struct Routes {
+    router: Router<AppState>,
+    templates: Vec<String>,
+}
+
+impl Routes {
+    fn route(mut self, path: &str, handlers: MethodRouter<AppState>) -> Self {
+        self.templates.push(path.to_owned());
+        self.router = self.router.route(path, handlers);
+        self
+    }
+}
+
+/// The path template of every route the router serves, as axum writes them (`{name}` for a
+/// parameter), in the order they are added.
+pub fn route_templates() -> Vec<String> {
+    routes().templates
+}
+
 pub fn router(state: AppState) -> Router {
+    routes()
+        .router
+        .fallback(|| async { Error::Unrecognized("unrecognized request".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    HeaderName::from_static("x-requested-with"),
+                ]),
+        )
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // The route template, never the URI: query strings may carry tokens.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        route,
+                        request_id = %crate::util::random_string(10),
+                        user = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .with_state(state)
+}
+
+/// Every endpoint; [`router`] adds the fallbacks and the layers.
+fn routes() -> Routes {
     use client::*;
     let v3 = |path: &str| format!("/_matrix/client/v3{path}");
     let mfa = |path: &str| format!("/_matrix/client/unstable/org.roost.mfa{path}");
-    Router::new()
+    Routes::default()
         .route("/health", get(discovery::health))
         .route("/_matrix/client/versions", get(discovery::versions))
         .route(
@@ -175,45 +243,4 @@ pub fn router(state: AppState) -> Router {
             get(mfa::status).post(mfa::enroll).delete(mfa::disable),
         )
         .route(&mfa("/totp/confirm"), post(mfa::confirm))
-        .fallback(|| async { Error::Unrecognized("unrecognized request".into()) })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([
-                    Method::GET,
-                    Method::POST,
-                    Method::PUT,
-                    Method::DELETE,
-                    Method::OPTIONS,
-                ])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    header::ACCEPT,
-                    HeaderName::from_static("x-requested-with"),
-                ]),
-        )
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    // The route template, never the URI: query strings may carry tokens.
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("unmatched", MatchedPath::as_str);
-                    tracing::info_span!(
-                        "request",
-                        method = %req.method(),
-                        route,
-                        request_id = %crate::util::random_string(10),
-                        user = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
-                ),
-        )
-        .with_state(state)
 }

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("canonical JSON: {0}")]
     CanonicalJson(String),
 
+    /// The signatures of an event are missing, malformed or do not match its servers' keys.
+    #[error("bad signature: {0}")]
+    InvalidSignature(String),
+
     /// An event needed by the computation is not known to the lookup.
     #[error("event {0} not found")]
     EventNotFound(OwnedEventId),

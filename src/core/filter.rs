@@ -26,7 +26,8 @@ pub struct RoomEventFilter {
     pub unread_thread_notifications: bool,
 }
 
-/// A whole filter (`POST /user/{userId}/filter`, or inline in `/sync`).
+/// A whole filter (`POST /user/{userId}/filter`, or inline in `/sync`). Its parts are JSON
+/// objects only (see [`crate::util::from_object`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Filter {
@@ -35,8 +36,11 @@ pub struct Filter {
     /// `client` (default) or `federation`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_format: Option<String>,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub presence: RoomEventFilter,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub account_data: RoomEventFilter,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub room: RoomFilter,
 }
 
@@ -48,9 +52,13 @@ pub struct RoomFilter {
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
     pub include_leave: bool,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub timeline: RoomEventFilter,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub state: RoomEventFilter,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub ephemeral: RoomEventFilter,
+    #[serde(deserialize_with = "crate::util::from_object")]
     pub account_data: RoomEventFilter,
 }
 
@@ -128,12 +136,24 @@ fn copy_path(from: &Value, into: &mut Map<String, Value>, path: &[String]) {
         into.insert(first.clone(), value.clone());
         return;
     }
+    // The enclosing objects are created only for a field the event has: no `{}` for a missing
+    // one.
+    if !has_path(value, rest) {
+        return;
+    }
     let entry = into
         .entry(first.clone())
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(inner) = entry {
         copy_path(value, inner, rest);
     }
+}
+
+/// Whether `path` names a field inside `value` (through objects only).
+fn has_path(value: &Value, path: &[String]) -> bool {
+    path.iter()
+        .try_fold(value, |value, key| value.as_object()?.get(key))
+        .is_some()
 }
 
 /// `*` matches any run of characters, as the specification allows in type filters.
@@ -212,6 +232,12 @@ mod tests {
             escaped,
             serde_json::json!({ "content": { "m.relates_to": 1 } })
         );
+        // A sub-field the event lacks leaves no empty object behind.
+        let missing = apply_event_fields(
+            &serde_json::json!({ "content": { "body": "hi" }, "sender": "@a:x", "age": 1 }),
+            &["content.missing".into(), "age.x".into(), "sender".into()],
+        );
+        assert_eq!(missing, serde_json::json!({ "sender": "@a:x" }));
     }
 
     #[test]

@@ -16,10 +16,15 @@ pub mod room_version;
 pub mod state;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use error::Error;
 pub use pdu::{EventTemplate, Pdu};
+
+/// The longest user ID, room ID, event ID or room alias the specification allows, in bytes.
+/// ruma checks it too, but not when its `compat-arbitrary-length-ids` feature is on (any crate in
+/// the build can turn it on: matrix-sdk, a test dependency, does), so our parsers check it.
+pub const MAX_ID_BYTES: usize = 255;
 
 /// A room state: `(event type, state key)` to the ID of the event holding that entry.
 pub type StateMap = ruma::state_res::StateMap<ruma::OwnedEventId>;

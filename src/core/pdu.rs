@@ -8,7 +8,7 @@ use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, ServerName, UInt, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
-    signatures::{Ed25519KeyPair, JsonError},
+    signatures::{Ed25519KeyPair, JsonError, PublicKeyMap, Verified},
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -356,6 +356,22 @@ pub fn reference_event_id(
     object: &CanonicalJsonObject,
 ) -> Result<OwnedEventId, Error> {
     reference_event_id_with(&room_version::rules(room_version)?, object)
+}
+
+/// Checks the signatures and the content hash of an event received over federation, with the
+/// public keys of the servers that must have signed it (the sender's server, and for a restricted
+/// join the server of `join_authorised_via_users_server`).
+///
+/// [`Verified::Signatures`] means the signatures are good but the content hash is not: the event
+/// must then be redacted before it is used.
+pub fn verify_event(
+    room_version: &RoomVersionId,
+    object: &CanonicalJsonObject,
+    public_keys: &PublicKeyMap,
+) -> Result<Verified, Error> {
+    let rules = room_version::rules(room_version)?;
+    ruma::signatures::verify_event(public_keys, object, &rules)
+        .map_err(|e| Error::InvalidSignature(e.to_string()))
 }
 
 /// The room ID a room version 12 create event names: its event ID with `!` for `$`.

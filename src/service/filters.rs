@@ -46,7 +46,7 @@ impl Filters {
     /// A filter given to `/sync`: inline JSON, or the ID of a stored filter.
     pub fn resolve(&self, user: &UserId, raw: &str) -> Result<Filter> {
         if raw.trim_start().starts_with('{') {
-            let filter: Filter = serde_json::from_str(raw)
+            let filter: Filter = crate::util::from_json_object(raw.as_bytes())
                 .map_err(|e| Error::BadJson(format!("invalid filter: {e}")))?;
             filter.validate().map_err(Error::BadJson)?;
             return Ok(filter);

@@ -58,6 +58,10 @@ pub struct Services {
     pub typing: typing::Typing,
     /// Read and delivered receipts.
     pub receipts: receipts::Receipts,
+    /// Delivered receipts waiting to be recorded.
+    pub deliveries: room_ephemeral::DeliveryQueue,
+    /// The last unread counts of each (user, room).
+    pub unread_memo: unread::CountMemo,
 }
 
 impl Services {
@@ -80,10 +84,19 @@ impl Services {
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             presence: presence::Presence::new(&store, notifier.clone(), &config.presence)?,
             to_device: to_device::ToDevice::new(&store, notifier.clone(), server_name.clone())?,
-            rooms: rooms::Rooms::new(&store, server_name, signing_key.clone(), notifier.clone())?,
+            rooms: rooms::Rooms::new(
+                &store,
+                server_name,
+                signing_key.clone(),
+                notifier.clone(),
+                config.storage.state_cache_entries,
+                config.storage.event_cache_entries,
+            )?,
             filters: filters::Filters::new(&store)?,
             typing: typing::Typing::new(&store, notifier.clone())?,
             receipts: receipts::Receipts::new(&store)?,
+            deliveries: room_ephemeral::DeliveryQueue::default(),
+            unread_memo: unread::CountMemo::default(),
             account_data: account_data::AccountData::new(&store, notifier.clone())?,
             notifier,
             signing_key,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::watch;
@@ -11,12 +12,18 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub struct Notifier {
     waiters: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
+    /// Set when the server stops: waiting ends at once and nobody waits any more.
+    closed: AtomicBool,
 }
 
 impl Notifier {
     /// A receiver that sees the latest stream position notified to `user`.
+    /// Once the notifier is closed, the receiver's sender is gone: waiting on it ends at once.
     pub fn subscribe(&self, user: &UserId) -> watch::Receiver<u64> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return watch::channel(0).1;
+        }
         waiters
             .entry(user.to_owned())
             .or_insert_with(|| watch::channel(0).0)
@@ -68,6 +75,15 @@ impl Notifier {
         self.notify(targets.iter().map(|u| u.as_ref()), position);
     }
 
+    /// Ends every wait, now and later: long polls answer with what they have, so that the
+    /// server can stop (or reopen its store) without waiting for their timeouts.
+    pub fn close(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the senders wakes every receiver with an error.
+        waiters.clear();
+    }
+
     /// How many users have a waiter (for tests and metrics).
     pub fn waiting_users(&self) -> usize {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -94,5 +110,24 @@ mod tests {
         drop(b);
         notifier.notify([bob], 6);
         assert_eq!(notifier.waiting_users(), 1, "bob's unused entry is dropped");
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_wait() {
+        let notifier = Notifier::default();
+        let alice = ruma::user_id!("@alice:x");
+        let mut waiting = notifier.subscribe(alice);
+        notifier.close();
+        assert!(waiting.wait_for(|p| *p > 0).await.is_err());
+        assert_eq!(notifier.waiting_users(), 0);
+        // A wait that starts later ends at once too.
+        assert!(
+            notifier
+                .subscribe(alice)
+                .wait_for(|p| *p > 0)
+                .await
+                .is_err()
+        );
+        assert_eq!(notifier.waiting_users(), 0);
     }
 }

@@ -87,6 +87,9 @@ pub struct Receipt {
     pub position: u64,
     /// The stream position of the event, which orders receipts of one key.
     pub event_pos: u64,
+    /// The one user a delivered receipt is for (see [`NewReceipt::recipient`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<OwnedUserId>,
 }
 
 /// A receipt to write.
@@ -98,6 +101,11 @@ pub struct NewReceipt {
     pub thread: Option<String>,
     pub event_id: OwnedEventId,
     pub event_pos: u64,
+    /// The one user the receipt is for, instead of everyone of its audience: a delivered
+    /// receipt is for the sender of the event it is on. Only that user's syncs read it and are
+    /// woken by it (a message to a room of a thousand members makes a thousand receipts, which
+    /// the other members never look through).
+    pub recipient: Option<OwnedUserId>,
 }
 
 /// What `POST /read_markers` asks for.
@@ -113,7 +121,8 @@ pub struct Receipts {
     store: Store,
     /// room, type, user, thread or empty → [`Receipt`].
     data: Tree,
-    /// room, stream position (u64 BE) followed by type, user, thread → empty.
+    /// room, stream position (u64 BE) followed by type, user, thread → empty; receipts for one
+    /// recipient under room, [`RECIPIENT_MARK`], recipient, then the same.
     by_position: Tree,
     store_meta: Tree,
     changes: Mutex<EphemeralChanges>,
@@ -133,8 +142,28 @@ fn data_key(room: &RoomId, key: &ReceiptKey) -> Vec<u8> {
     out
 }
 
-fn position_key(room: &RoomId, position: u64, key: &ReceiptKey) -> Vec<u8> {
+/// Starts the index keys of receipts for one recipient, after the room; it sorts after every
+/// position (whose first byte stays below it for the first 2^56 positions), so ranges of
+/// positions never meet those keys.
+const RECIPIENT_MARK: u8 = 0xFF;
+
+/// The index prefix of a room's receipts for everyone, or for one recipient.
+fn position_prefix(room: &RoomId, recipient: Option<&UserId>) -> Vec<u8> {
     let mut out = keys::prefix(room.as_str());
+    if let Some(recipient) = recipient {
+        out.push(RECIPIENT_MARK);
+        out.extend_from_slice(&keys::prefix(recipient.as_str()));
+    }
+    out
+}
+
+fn position_key(
+    room: &RoomId,
+    recipient: Option<&UserId>,
+    position: u64,
+    key: &ReceiptKey,
+) -> Vec<u8> {
+    let mut out = position_prefix(room, recipient);
     out.extend_from_slice(&keys::u64_be(position));
     out.extend_from_slice(&identity(key));
     out
@@ -205,11 +234,12 @@ impl Receipts {
         Ok(out)
     }
 
-    /// The receipts of `room` written in `(since, upto]`, or all of them when `since` is `None`.
-    /// Each key appears once, with its latest receipt.
+    /// The receipts of `room` written in `(since, upto]` for everyone or for `viewer`, or all
+    /// of them when `since` is `None`. Each key appears once, with its latest receipt.
     pub fn changed_since(
         &self,
         room: &RoomId,
+        viewer: &UserId,
         since: Option<u64>,
         upto: u64,
     ) -> Result<Vec<(ReceiptKey, Receipt)>> {
@@ -231,23 +261,26 @@ impl Receipts {
         if start >= end {
             return Ok(out);
         }
-        let mut from = prefix.clone();
-        from.extend_from_slice(&keys::u64_be(start));
-        let mut to = prefix.clone();
-        to.extend_from_slice(&keys::u64_be(end));
         // A receipt rewritten while this reads may show up twice; it is returned once.
         let mut seen = HashSet::new();
-        for item in self.by_position.range(&from, &to) {
-            let (key, _) = item?;
-            let rest = key
-                .get(prefix.len() + 8..)
-                .ok_or_else(|| corrupt("short index key"))?;
-            let receipt_key = parse_identity(rest)?;
-            if !seen.insert(receipt_key.clone()) {
-                continue;
-            }
-            if let Some(receipt) = self.get(room, &receipt_key)? {
-                out.push((receipt_key, receipt));
+        for recipient in [None, Some(viewer)] {
+            let prefix = position_prefix(room, recipient);
+            let mut from = prefix.clone();
+            from.extend_from_slice(&keys::u64_be(start));
+            let mut to = prefix.clone();
+            to.extend_from_slice(&keys::u64_be(end));
+            for item in self.by_position.range(&from, &to) {
+                let (key, _) = item?;
+                let rest = key
+                    .get(prefix.len() + 8..)
+                    .ok_or_else(|| corrupt("short index key"))?;
+                let receipt_key = parse_identity(rest)?;
+                if !seen.insert(receipt_key.clone()) {
+                    continue;
+                }
+                if let Some(receipt) = self.get(room, &receipt_key)? {
+                    out.push((receipt_key, receipt));
+                }
             }
         }
         Ok(out)
@@ -298,19 +331,32 @@ impl Receipts {
                             None => *position.insert(stream::next(&t[2])?),
                         };
                         if let Some(old) = &old {
-                            t[1].delete(position_key(&new.room_id, old.position, &key))?;
+                            t[1].delete(position_key(
+                                &new.room_id,
+                                old.recipient.as_deref(),
+                                old.position,
+                                &key,
+                            ))?;
                         }
                         let receipt = Receipt {
                             event_id: new.event_id.clone(),
                             ts,
                             position,
                             event_pos: new.event_pos,
+                            recipient: new.recipient.clone(),
                         };
                         let bytes =
                             serde_json::to_vec(&receipt).map_err(|e| abort(Error::internal(e)))?;
                         t[0].put(&stored_key, bytes)?;
-                        t[1].put(position_key(&new.room_id, position, &key), Vec::new())?;
-                        changed.push((new.room_id.clone(), new.kind.audience(&new.user)));
+                        t[1].put(
+                            position_key(&new.room_id, new.recipient.as_deref(), position, &key),
+                            Vec::new(),
+                        )?;
+                        let woken = match &new.recipient {
+                            Some(user) => Audience::Only(user.clone()),
+                            None => new.kind.audience(&new.user),
+                        };
+                        changed.push((new.room_id.clone(), woken));
                     }
                     Ok(position.map(|p| (p, changed)))
                 })?;
@@ -483,7 +529,7 @@ impl Services {
         reader: &Reader,
         room_id: &RoomId,
         event_id: &EventId,
-    ) -> Result<(Pdu, super::rooms::EventMeta)> {
+    ) -> Result<(std::sync::Arc<Pdu>, super::rooms::EventMeta)> {
         let not_found = || Error::NotFound("no such event".into());
         let meta = self.rooms.event_meta(event_id)?.ok_or_else(not_found)?;
         let pdu = self.rooms.pdu(event_id)?.ok_or_else(not_found)?;
@@ -509,6 +555,7 @@ impl Services {
             thread: check_thread(&pdu, thread)?,
             event_id: event_id.to_owned(),
             event_pos: meta.stream_pos,
+            recipient: None,
         })
     }
 
@@ -559,7 +606,11 @@ mod tests {
         };
         assert_eq!(parse_identity(&identity(&unthreaded)).unwrap(), unthreaded);
         let room = ruma::room_id!("!r:x");
-        assert!(position_key(room, 256, &key) > position_key(room, 255, &key));
+        assert!(position_key(room, None, 256, &key) > position_key(room, None, 255, &key));
+        let bob = ruma::user_id!("@bob:x");
+        assert!(
+            position_key(room, Some(bob), 0, &key) > position_key(room, None, u64::MAX >> 8, &key)
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! incremental sync looks only at those rooms (like `rooms::changes` does for timelines).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 
 use super::Services;
 use super::receipts::ReceiptKind;
@@ -97,6 +99,75 @@ impl EphemeralChanges {
 pub struct Delivery {
     pub room_id: OwnedRoomId,
     pub event_id: OwnedEventId,
+    /// The event's sender: the one member whose long poll the receipt ends.
+    pub sender: OwnedUserId,
+}
+
+/// The delivered receipts `/sync` responses call for, recorded off the response path: a sync
+/// answers at once, and one writer records what many syncs delivered in one transaction (a
+/// message to a room of a thousand members makes a thousand deliveries at once).
+pub struct DeliveryQueue {
+    sender: mpsc::UnboundedSender<Deliveries>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Deliveries>>>,
+}
+
+/// What one sync response handed to one user.
+type Deliveries = (OwnedUserId, Vec<Delivery>);
+
+impl Default for DeliveryQueue {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl DeliveryQueue {
+    /// Queues what one sync response handed to `user`.
+    pub fn record(&self, user: &UserId, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            // The writer only stops with the server.
+            let _ = self.sender.send((user.to_owned(), deliveries));
+        }
+    }
+}
+
+/// Deliveries recorded in one transaction at most.
+const DELIVERY_BATCH: usize = 4096;
+
+impl Services {
+    /// Starts the writer of delivered receipts: it sleeps until deliveries are queued, then
+    /// records everything queued so far at once. Call once, at start-up.
+    pub fn spawn_delivery_writer(self: &Arc<Self>) {
+        let receiver = self
+            .deliveries
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut receiver) = receiver else {
+            return;
+        };
+        let services = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < DELIVERY_BATCH
+                    && let Ok(more) = receiver.try_recv()
+                {
+                    batch.push(more);
+                }
+                let Some(services) = services.upgrade() else {
+                    break;
+                };
+                if let Err(e) = services.record_deliveries(batch).await {
+                    tracing::warn!(error = %e, "recording delivered receipts failed");
+                }
+            }
+        });
+    }
 }
 
 impl Services {
@@ -115,7 +186,7 @@ impl Services {
     /// The `ephemeral.events` of a joined room: `m.typing` with the current typers when they
     /// changed after `since` (on an initial sync: when someone types), and `m.receipt` with the
     /// receipts written in `(since, upto]` (all of them on an initial sync). Private receipts
-    /// reach only their owner, and delivered receipts everyone but their owner.
+    /// reach only their owner, and a delivered receipt only the sender of the event it is on.
     ///
     /// The `ephemeral` room filter applies: `types` / `not_types` to the event types,
     /// `senders` / `not_senders` to the users inside them (typers, receipt owners), `limit` to
@@ -161,8 +232,17 @@ impl Services {
         }
         if wants_type("m.receipt") {
             let mut content: Map<String, Value> = Map::new();
-            for (key, receipt) in self.receipts.changed_since(room_id, since, upto)? {
+            for (key, receipt) in self.receipts.changed_since(room_id, user, since, upto)? {
                 if !key.kind.audience(&key.user).includes(user) || !wants_user(key.user.as_str()) {
+                    continue;
+                }
+                // A delivered receipt is for the sender of the event it is on.
+                if key.kind == ReceiptKind::Delivered
+                    && self
+                        .rooms
+                        .pdu(&receipt.event_id)?
+                        .is_none_or(|pdu| pdu.sender() != user)
+                {
                     continue;
                 }
                 let mut info = json!({ "ts": receipt.ts });
@@ -182,29 +262,25 @@ impl Services {
         Ok(events)
     }
 
-    /// Records the delivered receipts of one `/sync` response (see [`Delivery`]), each only
-    /// when it is newer than the user's current one in that room, and wakes the other members.
-    pub(crate) async fn record_deliveries(
-        &self,
-        user: &UserId,
-        deliveries: Vec<Delivery>,
-    ) -> Result<()> {
-        if deliveries.is_empty() {
-            return Ok(());
-        }
+    /// Records the delivered receipts of `/sync` responses (see [`Delivery`]), each only when it
+    /// is newer than the user's current one in that room, and wakes the senders of the events.
+    async fn record_deliveries(&self, batch: Vec<Deliveries>) -> Result<()> {
         let mut receipts = Vec::new();
-        for delivery in deliveries {
-            let Some(meta) = self.rooms.event_meta(&delivery.event_id)? else {
-                continue;
-            };
-            receipts.push(super::receipts::NewReceipt {
-                room_id: delivery.room_id,
-                kind: ReceiptKind::Delivered,
-                user: user.to_owned(),
-                thread: None,
-                event_id: delivery.event_id,
-                event_pos: meta.stream_pos,
-            });
+        for (user, deliveries) in batch {
+            for delivery in deliveries {
+                let Some(meta) = self.rooms.event_meta(&delivery.event_id)? else {
+                    continue;
+                };
+                receipts.push(super::receipts::NewReceipt {
+                    room_id: delivery.room_id,
+                    kind: ReceiptKind::Delivered,
+                    user: user.clone(),
+                    thread: None,
+                    event_id: delivery.event_id,
+                    event_pos: meta.stream_pos,
+                    recipient: Some(delivery.sender),
+                });
+            }
         }
         let written = self.receipts.write(&receipts)?;
         self.announce_receipts(&written).await

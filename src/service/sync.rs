@@ -60,23 +60,32 @@ pub fn token(position: u64) -> String {
 }
 
 impl Services {
-    /// Answers a sync request: at once if something changed (or for an initial sync), else when
-    /// the notifier reports a change for the user, or empty when the timeout runs out.
-    pub async fn sync(&self, request: SyncRequest) -> Result<Value> {
-        let current = self.store.sequencer().upto();
-        if request.since.is_some_and(|s| s > current) {
+    /// Refuses a `since` token beyond every position handed out so far (a token from the future).
+    pub fn check_since(&self, since: Option<u64>) -> Result<()> {
+        if since.is_some_and(|s| s > self.store.sequencer().upto()) {
             return Err(Error::InvalidParam(
                 "the sync token is from the future".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Answers a sync request: at once if something changed (or for an initial sync), else when
+    /// the notifier reports a change for the user, or empty when the timeout runs out.
+    pub async fn sync(&self, request: SyncRequest) -> Result<Value> {
+        self.check_since(request.since)?;
         let mut waiter = self.notifier.subscribe(&request.user_id);
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         loop {
             let upto = self.store.sequencer().upto();
+            // `upto` becomes the client's token: it must survive a crash, or the positions
+            // taken again after a restart would be skipped (and the token refused as from the
+            // future). Free when the writers' own flushes already cover it.
+            self.store.durable_upto(upto).await?;
             let mut deliveries = Vec::new();
             let (response, changed) = self.sync_once(&request, upto, &mut deliveries)?;
             if changed || request.since.is_none() || request.full_state {
-                self.record_deliveries(&request.user_id, deliveries).await?;
+                self.deliveries.record(&request.user_id, deliveries);
                 return Ok(response);
             }
             let woken = tokio::time::timeout_at(deadline, waiter.wait_for(|p| *p > upto)).await;
@@ -310,10 +319,11 @@ impl Services {
         {
             return Ok(None);
         }
-        if let Some(event_id) = &timeline.newest_from_others {
+        if let Some((event_id, sender)) = &timeline.newest_from_others {
             deliveries.push(Delivery {
                 room_id: room_id.to_owned(),
                 event_id: event_id.clone(),
+                sender: sender.clone(),
             });
         }
         let start_state = match timeline.first_event.as_ref() {
@@ -448,8 +458,11 @@ impl Services {
                 e["sender"].as_str() != Some(request.user_id.as_str())
                     && e.get("state_key").is_none()
             })
-            .and_then(|e| e["event_id"].as_str())
-            .and_then(|id| OwnedEventId::try_from(id).ok());
+            .and_then(|e| {
+                let event_id = OwnedEventId::try_from(e["event_id"].as_str()?).ok()?;
+                let sender = OwnedUserId::try_from(e["sender"].as_str()?).ok()?;
+                Some((event_id, sender))
+            });
         Ok(Timeline {
             limited: page.end.is_some(),
             prev_batch: first_position.or(Some(before)),
@@ -586,8 +599,9 @@ struct Timeline {
     senders: BTreeSet<OwnedUserId>,
     first_event: Option<OwnedEventId>,
     members_changed: bool,
-    /// The newest non-state event sent by someone else (for the delivered receipt).
-    newest_from_others: Option<OwnedEventId>,
+    /// The newest non-state event sent by someone else, and its sender (for the delivered
+    /// receipt).
+    newest_from_others: Option<(OwnedEventId, OwnedUserId)>,
 }
 
 fn stripped(pdu: &crate::core::Pdu) -> Result<Value> {

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::events::StateEventType;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::Services;
@@ -46,12 +46,44 @@ impl Counts {
 }
 
 /// The unread counts of one room.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct UnreadCounts {
     /// The whole room, or only the main timeline when counted per thread.
     pub room: Counts,
     /// Per thread root, when counted per thread (threads with nothing unread are left out).
     pub threads: BTreeMap<String, Counts>,
+}
+
+/// What a count depends on besides the timeline: when any of it changes, the room is counted
+/// again from the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CountBasis {
+    floor: u64,
+    threaded: Vec<(String, u64)>,
+    ignored: Vec<String>,
+    display_name: Option<String>,
+    per_thread: bool,
+}
+
+/// The last counts of each (user, room), so that a sync counts only the events since the
+/// previous one instead of every unread event again.
+#[derive(Default)]
+pub struct CountMemo {
+    by_room: std::sync::Mutex<HashMap<MemoKey, Memo>>,
+}
+
+type MemoKey = (OwnedUserId, OwnedRoomId);
+/// The basis, the stream position counted up to, and the counts.
+type Memo = (CountBasis, u64, UnreadCounts);
+
+/// Rooms remembered at most; the memo starts over beyond that.
+const MEMO_ENTRIES: usize = 20_000;
+
+impl CountMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MemoKey, Memo>> {
+        // Only a cache: a panic half-way leaves nothing inconsistent that matters.
+        self.by_room.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Services {
@@ -82,14 +114,42 @@ impl Services {
         let read_upto = |thread: &str| floor.max(threaded.get(thread).copied().unwrap_or(0));
         let ignored = self.account_data.ignored_users(user)?;
         let display_name = self.display_name(room_id, user)?;
-        let mut counts = UnreadCounts::default();
-        for (pos, event_id) in
+        let mut basis = CountBasis {
+            floor,
+            threaded: threaded.iter().map(|(t, p)| (t.clone(), *p)).collect(),
+            ignored: ignored.iter().map(|u| u.to_string()).collect(),
+            display_name: display_name.clone(),
+            per_thread,
+        };
+        basis.threaded.sort();
+        basis.ignored.sort();
+        let memo_key = (user.clone(), room_id.to_owned());
+        // Start from the counts of a previous sync when nothing they depend on changed since.
+        let (mut counts, after) = match self.unread_memo.lock().get(&memo_key) {
+            Some((old, counted_upto, counts)) if *old == basis && *counted_upto <= upto => {
+                (counts.clone(), *counted_upto)
+            }
+            _ => (UnreadCounts::default(), floor),
+        };
+        let events =
             self.rooms
-                .timeline_range(room_id, floor, upto.saturating_add(1), true, MAX_SCAN)?
+                .timeline_range(room_id, after, upto.saturating_add(1), true, MAX_SCAN)?;
+        let mut pdus = Vec::with_capacity(events.len());
+        for (pos, event_id) in events {
+            if let Some(pdu) = self.rooms.pdu(&event_id)? {
+                pdus.push((pos, event_id, pdu));
+            }
+        }
+        // A redaction may take back an event counted before: count everything again.
+        if after > floor
+            && pdus
+                .iter()
+                .any(|(_, _, pdu)| *pdu.kind() == ruma::events::TimelineEventType::RoomRedaction)
         {
-            let Some(pdu) = self.rooms.pdu(&event_id)? else {
-                continue;
-            };
+            self.unread_memo.lock().remove(&memo_key);
+            return self.unread_counts(room_id, reader, upto, per_thread);
+        }
+        for (pos, event_id, pdu) in pdus {
             let kind = pdu.kind().to_string();
             if pdu.sender() == user
                 || ignored.contains(pdu.sender())
@@ -114,6 +174,11 @@ impl Services {
                 counts.room.add(highlight);
             }
         }
+        let mut memo = self.unread_memo.lock();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(memo_key, (basis, upto, counts.clone()));
         Ok(counts)
     }
 

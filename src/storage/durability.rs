@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::{Notify, watch};
 
+use super::Shared;
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("flushing the database failed: {0}")]
 pub struct DurabilityError(String);
@@ -20,6 +22,9 @@ struct Flushed {
 
 pub struct GroupCommit {
     db: sled::Db,
+    /// Told when a flush fails; also keeps the store's close signal back until a flush in
+    /// progress has let go of the database.
+    shared: Arc<Shared>,
     tickets: AtomicU64,
     wake: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
@@ -29,10 +34,11 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn new(db: sled::Db) -> Arc<Self> {
+    pub fn new(db: sled::Db, shared: Arc<Shared>) -> Arc<Self> {
         let (flushed, _) = watch::channel(Flushed::default());
         Arc::new(Self {
             db,
+            shared,
             tickets: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
             flushed,
@@ -76,13 +82,26 @@ async fn flusher(this: Weak<GroupCommit>, wake: Arc<Notify>) {
         wake.notified().await;
         let Some(gc) = this.upgrade() else { return };
         let target = gc.tickets.load(Ordering::SeqCst);
-        let db = gc.db.clone();
-        let result = tokio::task::spawn_blocking(move || db.flush()).await;
-        let ok = matches!(result, Ok(Ok(_)));
+        let (db, shared) = (gc.db.clone(), gc.shared.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let result = db.flush();
+            drop(db);
+            drop(shared);
+            result
+        })
+        .await;
         gc.flush_count.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            tracing::error!(?result, "database flush failed");
-        }
+        let ok = match result {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                gc.shared.fail(&e);
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "database flush failed");
+                false
+            }
+        };
         gc.flushed.send_modify(|f| {
             f.upto = f.upto.max(target);
             if !ok {

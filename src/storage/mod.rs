@@ -8,12 +8,15 @@ pub mod keys;
 mod migrations;
 pub mod stream;
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
+use tokio::sync::watch;
 
 pub use durability::DurabilityError;
 
@@ -54,73 +57,238 @@ pub mod trees {
     pub const USERDEVICETYPETXN_TODEVICE: &str = "userdevicetypetxn_todevice";
 }
 
+/// Trees that [`Store::digest`] leaves out, because any authenticated request may change them.
+pub const DIGEST_EXCLUDED: &[&str] = &[
+    // The device's last-seen address and time, written by the access-token extractors.
+    trees::USERDEVICEID_DEVICE,
+    // The user's latest activity time, written (at most once a minute) by the `Auth` extractor.
+    trees::USERID_PRESENCE,
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("database error: {0}")]
     Db(#[from] sled::Error),
     #[error("cannot open the database at {path}: {message}")]
     Open { path: String, message: String },
+    #[error(
+        "cannot open the database at {path}: it is in use by another process \
+         (is the server running?)"
+    )]
+    Locked { path: String },
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("schema: {0}")]
     Schema(String),
     #[error(transparent)]
     Durability(#[from] DurabilityError),
+    /// The database is closed while the server reopens it after a failed write.
+    #[error("the database is being reopened after a failed write")]
+    Reopening,
+}
+
+impl StorageError {
+    /// Whether the error means the disk refused a write (full, read-only, I/O error) rather than
+    /// a bug or corrupt data: requests then answer 503 and the server reopens the store.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Db(sled::Error::Io(_))
+                | StorageError::Durability(_)
+                | StorageError::Reopening
+        )
+    }
+}
+
+/// What every handle of one open store shares: whether a write has failed, and a signal that
+/// fires once the last handle (store, tree or flush in progress) is gone and sled has released
+/// the database.
+struct Shared {
+    failure: Mutex<Option<String>>,
+    /// Whether `failure` is set (read on every request).
+    has_failed: AtomicBool,
+    failed: watch::Sender<bool>,
+    /// Dropped last: receivers see the channel close when the store is closed.
+    closed: watch::Sender<()>,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            failure: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            failed: watch::channel(false).0,
+            closed: watch::channel(()).0,
+        })
+    }
+
+    /// Records the first write failure and wakes whoever waits for one.
+    fn fail(&self, error: &dyn std::fmt::Display) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            tracing::error!(
+                %error,
+                "the database refused a write (disk full or not writable?); \
+                 refusing writes until it is reopened"
+            );
+            *failure = Some(error.to_string());
+            self.has_failed.store(true, Ordering::SeqCst);
+            self.failed.send_replace(true);
+        }
+    }
+
+    /// Wraps a sled error, recording it when it is an I/O failure.
+    fn record(&self, error: sled::Error) -> StorageError {
+        let error = StorageError::Db(error);
+        if error.is_unavailable() {
+            self.fail(&error);
+        }
+        error
+    }
+
+    /// Passes `result` through, recording an I/O failure.
+    fn check<T>(&self, result: Result<T, sled::Error>) -> Result<T, StorageError> {
+        result.map_err(|e| self.record(e))
+    }
 }
 
 /// The store: one sled database with named trees.
+///
+/// When a write fails (disk full, read-only file system, I/O error), sled refuses every later
+/// write and flush until the database is reopened; the store records the failure
+/// ([`Store::failure`], [`Store::failed`]) so that the server can answer 503 and reopen it.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     durability: Arc<durability::GroupCommit>,
     sequencer: Arc<stream::Sequencer>,
+    /// Every stream position up to this one is on disk.
+    durable_position: Arc<AtomicU64>,
+    /// Declared last so that it is dropped after the sled handles above.
+    shared: Arc<Shared>,
 }
 
 /// One named tree (key-value map with ordered keys).
 #[derive(Clone)]
 pub struct Tree {
     inner: sled::Tree,
+    /// Declared last so that it is dropped after the sled handle.
+    shared: Arc<Shared>,
 }
+
+/// The page cache of [`Store::open`] (32 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 
 /// A value read from the store.
 pub type Bytes = sled::IVec;
 
+/// Describes an I/O error met while opening the database, with a hint when the data directory is
+/// not writable.
+fn io_message(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            format!("{e} (the data directory must be writable by the server)")
+        }
+        ErrorKind::StorageFull | ErrorKind::FileTooLarge => {
+            format!("{e} (free some disk space)")
+        }
+        _ => e.to_string(),
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the database under `dir` and brings its schema up to date.
+    /// Opens (or creates) the database under `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database under `dir`, with a page cache of `cache_bytes`, and
+    /// brings its schema up to date.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Open {
             path: dir.display().to_string(),
-            message: e.to_string(),
+            message: io_message(&e),
         })?;
         let path = dir.join("db");
         let db = sled::Config::new()
             .path(&path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
             .open()
-            .map_err(|e| StorageError::Open {
-                path: path.display().to_string(),
-                message: match e.to_string() {
-                    m if m.contains("could not acquire lock") => {
-                        "it is in use by another process (is the server running?)".into()
+            .map_err(|e| {
+                let path = path.display().to_string();
+                match e {
+                    sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                        StorageError::Locked { path }
                     }
-                    m => m,
-                },
+                    sled::Error::Io(e) => StorageError::Open {
+                        path,
+                        message: io_message(&e),
+                    },
+                    e => StorageError::Open {
+                        path,
+                        message: e.to_string(),
+                    },
+                }
             })?;
-        let durability = durability::GroupCommit::new(db.clone());
+        let shared = Shared::new();
+        let durability = durability::GroupCommit::new(db.clone(), shared.clone());
         let mut store = Self {
             db,
             durability,
             sequencer: Arc::new(stream::Sequencer::default()),
+            durable_position: Arc::new(AtomicU64::new(0)),
+            shared,
         };
         migrations::run(&store)?;
-        store.sequencer = Arc::new(stream::Sequencer::new(stream::current(&store)?));
+        let position = stream::current(&store)?;
+        store.sequencer = Arc::new(stream::Sequencer::new(position));
+        // Whatever was there when the database was opened is on disk.
+        store.durable_position = Arc::new(AtomicU64::new(position));
         Ok(store)
     }
 
     pub fn tree(&self, name: &str) -> Result<Tree, StorageError> {
         Ok(Tree {
-            inner: self.db.open_tree(name)?,
+            inner: self.shared.check(self.db.open_tree(name))?,
+            shared: self.shared.clone(),
         })
+    }
+
+    /// Why the store refuses writes, if a write failed since it was opened.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records a write failure as the disk would (for tests of what follows one).
+    #[cfg(test)]
+    pub(crate) fn fail_for_tests(&self, reason: &str) {
+        self.shared.fail(&reason);
+    }
+
+    /// Whether a write has failed since the store was opened.
+    pub fn has_failed(&self) -> bool {
+        self.shared.has_failed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a write has failed (at once if one already has).
+    pub fn failed(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.shared.failed.subscribe();
+        async move {
+            let _ = rx.wait_for(|failed| *failed).await;
+        }
+    }
+
+    /// Resolves once every handle of this store (the store, its trees, a flush in progress) is
+    /// gone and the database is closed, so that it can be opened again.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.shared.closed.subscribe();
+        async move { while rx.changed().await.is_ok() {} }
     }
 
     /// Runs `f` atomically over `trees` (it may run more than once on conflict). An `Err` from
@@ -143,14 +311,28 @@ impl Store {
             });
         result.map_err(|e| match e {
             TransactionError::Abort(e) => TxOutcome::Aborted(e),
-            TransactionError::Storage(e) => TxOutcome::Storage(StorageError::Db(e)),
+            TransactionError::Storage(e) => TxOutcome::Storage(self.shared.record(e)),
         })
     }
 
     /// Waits until every write made before this call is on disk. Concurrent callers share one
     /// flush (group commit), so acknowledging many writes costs few fsyncs.
     pub async fn durable(&self) -> Result<(), StorageError> {
-        Ok(self.durability.wait().await?)
+        // Every position up to `covered` is committed before the flush below starts.
+        let covered = self.sequencer.upto();
+        self.durability.wait().await?;
+        self.durable_position.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits until every stream position up to `position` is on disk (at once when it already
+    /// is). A position handed to a client as a token must be durable: after a crash the stream
+    /// restarts from the last position on disk, and a token beyond it would skip what comes next.
+    pub async fn durable_upto(&self, position: u64) -> Result<(), StorageError> {
+        if self.durable_position.load(Ordering::SeqCst) >= position {
+            return Ok(());
+        }
+        self.durable().await
     }
 
     /// The commit sequencer of the global stream position.
@@ -165,32 +347,47 @@ impl Store {
 
     /// Flushes synchronously (CLI and shutdown).
     pub fn flush_blocking(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
+        self.shared.check(self.db.flush())?;
         Ok(())
+    }
+
+    /// A checksum of each tree's keys and values, by tree name, except the trees in
+    /// [`DIGEST_EXCLUDED`]: two equal digests mean that nothing else was written in between.
+    pub fn digest(&self) -> Result<BTreeMap<String, u32>, StorageError> {
+        let mut digest = BTreeMap::new();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if !DIGEST_EXCLUDED.contains(&name.as_str()) {
+                let checksum = self.db.open_tree(&name)?.checksum()?;
+                digest.insert(name, checksum);
+            }
+        }
+        Ok(digest)
     }
 
     /// A process-unique, monotonically increasing id (not a stream position).
     pub fn generate_id(&self) -> Result<u64, StorageError> {
-        Ok(self.db.generate_id()?)
+        self.shared.check(self.db.generate_id())
     }
 }
 
 impl Tree {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
-        Ok(self.inner.get(key)?)
+        self.shared.check(self.inner.get(key))
     }
 
     pub fn contains(&self, key: impl AsRef<[u8]>) -> Result<bool, StorageError> {
-        Ok(self.inner.contains_key(key)?)
+        self.shared.check(self.inner.contains_key(key))
     }
 
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<(), StorageError> {
-        self.inner.insert(key.as_ref(), value.into())?;
+        self.shared
+            .check(self.inner.insert(key.as_ref(), value.into()))?;
         Ok(())
     }
 
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
-        self.inner.remove(key)?;
+        self.shared.check(self.inner.remove(key))?;
         Ok(())
     }
 
@@ -199,9 +396,8 @@ impl Tree {
         &self,
         prefix: impl AsRef<[u8]>,
     ) -> impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>> {
-        self.inner
-            .scan_prefix(prefix)
-            .map(|r| r.map_err(StorageError::from))
+        let shared = self.shared.clone();
+        self.inner.scan_prefix(prefix).map(move |r| shared.check(r))
     }
 
     /// Entries with `start <= key < end`, in key order (reversible).
@@ -210,13 +406,15 @@ impl Tree {
         start: &[u8],
         end: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(Bytes, Bytes), StorageError>> + use<> {
+        let shared = self.shared.clone();
         self.inner
             .range(start.to_vec()..end.to_vec())
-            .map(|r| r.map_err(StorageError::from))
+            .map(move |r| shared.check(r))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Result<(Bytes, Bytes), StorageError>> + use<> {
-        self.inner.iter().map(|r| r.map_err(StorageError::from))
+        let shared = self.shared.clone();
+        self.inner.iter().map(move |r| shared.check(r))
     }
 }
 
@@ -272,6 +470,86 @@ impl<'a> TxTree<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes the next stream position in a transaction of its own.
+    fn take_position(store: &Store) -> u64 {
+        let meta = store.tree(trees::META).unwrap();
+        store
+            .sequencer()
+            .commit(
+                || {
+                    let position = store
+                        .transact::<_, ()>(&[&meta], |t| stream::next(&t[0]))
+                        .map_err(|_| ())?;
+                    Ok::<_, ()>((position, position))
+                },
+                |_| {},
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_are_made_durable_only_when_they_are_not_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let start = store.sequencer().upto();
+        // Positions on disk when the store was opened need no flush.
+        let before = store.flush_count();
+        store.durable_upto(start).await.unwrap();
+        assert_eq!(store.flush_count(), before);
+        // A position taken but not flushed yet needs one.
+        let position = take_position(&store);
+        store.durable_upto(position).await.unwrap();
+        assert_eq!(store.flush_count(), before + 1);
+        // Writers' flushes cover the positions committed before them.
+        let later = take_position(&store);
+        store.durable().await.unwrap();
+        let flushes = store.flush_count();
+        store.durable_upto(later).await.unwrap();
+        assert_eq!(store.flush_count(), flushes);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_reported_once_and_the_store_closes_with_its_last_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("t").unwrap();
+        tree.put(b"k", b"v".to_vec()).unwrap();
+        store.durable().await.unwrap();
+        assert!(!store.has_failed() && store.failure().is_none());
+        let failed = store.failed();
+        store.fail_for_tests("disk full");
+        store.fail_for_tests("a later error");
+        failed.await;
+        assert!(store.has_failed());
+        assert_eq!(store.failure().as_deref(), Some("disk full"));
+
+        // The database stays open while any handle is alive, a tree included.
+        let closed = tokio::spawn(store.closed());
+        drop(store);
+        tokio::task::yield_now().await;
+        assert!(!closed.is_finished());
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StorageError::Locked { .. })
+        ));
+        drop(tree);
+        closed.await.unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.has_failed());
+        let tree = store.tree("t").unwrap();
+        assert_eq!(tree.get(b"k").unwrap().unwrap().as_ref(), b"v");
+    }
+
+    #[test]
+    fn disk_errors_make_the_storage_unavailable_and_others_do_not() {
+        let io = |kind| StorageError::Db(sled::Error::Io(std::io::Error::from(kind)));
+        assert!(io(std::io::ErrorKind::StorageFull).is_unavailable());
+        assert!(io(std::io::ErrorKind::ReadOnlyFilesystem).is_unavailable());
+        assert!(StorageError::Reopening.is_unavailable());
+        assert!(!StorageError::Corrupt("x".into()).is_unavailable());
+        assert!(!StorageError::Db(sled::Error::Unsupported("x".into())).is_unavailable());
+    }
 
     #[tokio::test]
     async fn concurrent_writers_share_flushes() {

@@ -53,7 +53,7 @@ async fn put_raw(server: &TestServer, u: &User, path: &str, body: &str) -> (u16,
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn services(server: &TestServer) -> &roost::service::Services {
+fn services(server: &TestServer) -> std::sync::Arc<roost::service::Services> {
     server.server.as_ref().expect("running").services()
 }
 
@@ -259,7 +259,8 @@ async fn ignored_users_through_the_service() {
     let alice = user(&server, "alice").await;
     let path = global_path(&alice.id, "m.ignored_user_list");
     let alice_id = OwnedUserId::try_from(alice.id.as_str()).unwrap();
-    let account_data = &services(&server).account_data;
+    let running = services(&server);
+    let account_data = &running.account_data;
     assert!(account_data.ignored_users(&alice_id).unwrap().is_empty());
 
     let list = json!({ "ignored_users": { "@bob:localhost": {}, "@eve:other.example": {} } });
@@ -301,7 +302,8 @@ async fn changes_since_a_position() {
     let alice_id = OwnedUserId::try_from(alice.id.as_str()).unwrap();
     let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
     let other_id = OwnedRoomId::try_from(other_room.as_str()).unwrap();
-    let account_data = &services(&server).account_data;
+    let running = services(&server);
+    let account_data = &running.account_data;
 
     put_ok(
         &server,

@@ -1,16 +1,20 @@
 //! Integration tests: the real server, in-process on loopback (or as a process where a test kills
 //! it), driven by matrix-sdk and by raw HTTP.
 
+mod child;
 mod common;
 
 mod account_data;
 mod accounts;
+mod bad_input;
+mod bench;
 mod directory;
 mod email;
 mod errors;
 mod presence;
 mod process;
 mod receipts;
+mod reliability;
 mod rooms;
 mod sdk;
 mod sdk_live;

@@ -323,6 +323,52 @@ async fn receipts_delivered_then_read() {
 }
 
 #[tokio::test]
+async fn receipts_delivered_reach_only_the_sender_in_a_group() {
+    let server = TestServer::start().await;
+    let (alice, bob, room) = two_members(&server).await;
+    let carol = user(&server, "carol").await;
+    assert_eq!(join(&server, &carol, &room).await.0, 200);
+    let (_, mut alice_since) = sync_since(&server, &alice, None).await;
+    let (_, bob_since) = sync_since(&server, &bob, None).await;
+    let (_, carol_since) = sync_since(&server, &carol, None).await;
+    let hello = send(&server, &alice, &room, "g1", "hello all").await;
+
+    // Carol gets the message; Alice sees Carol's delivery (long polls until it is there).
+    let (_, carol_since) = sync_since(&server, &carol, Some(&carol_since)).await;
+    let mut seen = false;
+    for _ in 0..10 {
+        let (_, body) = long_poll(&server, &alice, &alice_since, 10_000)
+            .await
+            .expect("alice's poll");
+        alice_since = body["next_batch"].as_str().expect("next_batch").to_owned();
+        if receipt(&body, &room, &hello, "org.roost.delivered", &carol.id).is_some() {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "Alice sees Carol's delivery");
+
+    // Bob's sync hands him the message: Alice is woken with his delivered receipt, Carol is
+    // not woken by it and never sees it.
+    let alice_poll = long_poll(&server, &alice, &alice_since, 20_000);
+    let carol_poll = long_poll(&server, &carol, &carol_since, 1_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sync_since(&server, &bob, Some(&bob_since)).await;
+    let (elapsed, body) = alice_poll.await.expect("alice's poll");
+    assert!(elapsed < Duration::from_secs(15), "woken by the delivery");
+    assert!(receipt(&body, &room, &hello, "org.roost.delivered", &bob.id).is_some());
+    let (elapsed, body) = carol_poll.await.expect("carol's poll");
+    assert!(elapsed >= Duration::from_millis(900), "{body}");
+    assert!(body["rooms"]["join"].get(&room).is_none(), "{body}");
+    let (initial, _) = sync_since(&server, &carol, None).await;
+    assert!(receipt(&initial, &room, &hello, "org.roost.delivered", &bob.id).is_none());
+    // Alice, in an initial sync, sees both deliveries of her message.
+    let (initial, _) = sync_since(&server, &alice, None).await;
+    assert!(receipt(&initial, &room, &hello, "org.roost.delivered", &bob.id).is_some());
+    assert!(receipt(&initial, &room, &hello, "org.roost.delivered", &carol.id).is_some());
+}
+
+#[tokio::test]
 async fn receipts_unread_counts_rise_and_clear() {
     let server = TestServer::start().await;
     let (alice, bob, room) = two_members(&server).await;
@@ -387,8 +433,27 @@ async fn receipts_unread_counts_rise_and_clear() {
     );
     let (status, _) = send_receipt(&server, &bob, &room, "m.read.private", &reply, json!({})).await;
     assert_eq!(status, 200);
-    let (body, _) = sync_since(&server, &bob, Some(&since)).await;
+    let (body, since) = sync_since(&server, &bob, Some(&since)).await;
     assert_eq!(unread(&body, &room), (0, 0));
+
+    // Counts carry on from sync to sync, and a redaction takes a counted event back.
+    let first = send(&server, &alice, &room, "a4", "one").await;
+    let (body, since) = sync_since(&server, &bob, Some(&since)).await;
+    assert_eq!(unread(&body, &room), (1, 0));
+    send(&server, &alice, &room, "a5", &format!("two, {}", bob.id)).await;
+    let (body, since) = sync_since(&server, &bob, Some(&since)).await;
+    assert_eq!(unread(&body, &room), (2, 1));
+    let (status, _) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{first}/r1"),
+            Some(&alice.token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (body, _) = sync_since(&server, &bob, Some(&since)).await;
+    assert_eq!(unread(&body, &room), (1, 1));
 }
 
 #[tokio::test]

@@ -765,3 +765,30 @@ async fn members_at_a_point_in_history() {
         .await;
     assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
 }
+
+#[tokio::test]
+async fn identical_rooms_created_at_once_get_their_own_ids() {
+    // In room version 12 the room ID is the hash of the create event: identical requests in
+    // the same millisecond must still make distinct rooms.
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let body = json!({ "room_version": "12", "preset": "private_chat" });
+    let creates = (0..10).map(|_| {
+        server.post(
+            "/_matrix/client/v3/createRoom",
+            Some(&alice.token),
+            body.clone(),
+        )
+    });
+    let mut ids = std::collections::HashSet::new();
+    for (status, reply) in futures_util::future::join_all(creates).await {
+        assert_eq!(status, 200, "{reply}");
+        ids.insert(reply["room_id"].as_str().expect("room_id").to_owned());
+    }
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    let (status, joined) = server
+        .get("/_matrix/client/v3/joined_rooms", Some(&alice.token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(joined["joined_rooms"].as_array().map(Vec::len), Some(10));
+}

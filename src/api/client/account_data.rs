@@ -2,12 +2,12 @@
 //! account data type `m.tag`). Users may only read and write their own.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ruma::OwnedUserId;
 use serde_json::{Value, json};
 
 use crate::api::extract::existing_room;
-use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::sessions::Authed;
 

@@ -1,11 +1,11 @@
 //! Devices: list, get, rename, delete (with user-interactive auth).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{AppState, Auth, JsonBody, Path};
 use crate::error::{Error, Result};
 use crate::service::devices::Device;
 

@@ -4,12 +4,12 @@
 //! unknown (404) and so are the directories of other servers.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use ruma::{OwnedRoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{AppState, Auth, JsonBody, Path};
 use crate::api::extract::{ensure_room, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::rooms::alias::{RoomSummary, parse_alias};

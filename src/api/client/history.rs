@@ -1,15 +1,14 @@
 //! History around a point: `/context`, `/timestamp_to_event`, and forgetting a room.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use ruma::EventId;
+use axum::extract::State;
 use ruma::events::StateEventType;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::message::{parse_filter, reader, stream_order, token, viewer, visible_event};
-use crate::api::extract::parse_room_id;
-use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, Query};
+use crate::api::extract::{parse_event_id, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::rooms::read::PageRequest;
 
@@ -30,8 +29,7 @@ pub async fn context(
     Query(query): Query<ContextQuery>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let event_id = EventId::parse(&event)
-        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    let event_id = parse_event_id(&event)?;
     let reader = reader(&state, &room_id, &auth.user_id)?;
     let (pdu, meta) = visible_event(&state, &reader, &room_id, &event_id)?;
     let not_found = || Error::NotFound("no such event".into());

@@ -2,13 +2,13 @@
 //! rules of the room version decide what is allowed; these handlers only shape the member events.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rooms::member_profile;
-use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::api::extract::{existing_room, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::rooms::create::member_event;

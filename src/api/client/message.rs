@@ -5,14 +5,14 @@
 //! room is world-readable) and the state as it was when the user left otherwise.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody};
-use crate::api::extract::{ensure_room, parse_room_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, Query};
+use crate::api::extract::{ensure_room, parse_event_id, parse_room_id};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ pub(crate) fn visible_event(
     reader: &Reader,
     room_id: &RoomId,
     event_id: &EventId,
-) -> Result<(Pdu, EventMeta)> {
+) -> Result<(std::sync::Arc<Pdu>, EventMeta)> {
     let not_found = || Error::NotFound("no such event".into());
     let meta = state.rooms.event_meta(event_id)?.ok_or_else(not_found)?;
     let pdu = state.rooms.pdu(event_id)?.ok_or_else(not_found)?;
@@ -174,6 +174,11 @@ async fn get_state_inner(
     query: StateQuery,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
+    let whole_event = match query.format.as_deref() {
+        Some("event") => true,
+        None | Some("content") => false,
+        Some(other) => return Err(Error::InvalidParam(format!("unknown format {other}"))),
+    };
     let readable = readable_state(&state, &room_id, &auth.user_id)?;
     let entry = (StateEventType::from(kind), state_key);
     let event_id = readable
@@ -184,10 +189,10 @@ async fn get_state_inner(
         .rooms
         .client_event(&event_id, &viewer(&auth))?
         .ok_or_else(|| Error::NotFound("no such state event".into()))?;
-    match query.format.as_deref() {
-        Some("event") => Ok(Json(event)),
-        None | Some("content") => Ok(Json(event["content"].clone())),
-        Some(other) => Err(Error::InvalidParam(format!("unknown format {other}"))),
+    if whole_event {
+        Ok(Json(event))
+    } else {
+        Ok(Json(event["content"].clone()))
     }
 }
 
@@ -228,8 +233,7 @@ pub async fn get_event(
     Path((room, event)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let event_id = EventId::parse(&event)
-        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    let event_id = parse_event_id(&event)?;
     let reader = reader(&state, &room_id, &auth.user_id)?;
     visible_event(&state, &reader, &room_id, &event_id)?;
     let not_found = || Error::NotFound("no such event".into());
@@ -251,9 +255,8 @@ pub struct MessagesQuery {
 
 pub(crate) fn parse_filter(raw: Option<&str>) -> Result<RoomEventFilter> {
     match raw {
-        Some(raw) => {
-            serde_json::from_str(raw).map_err(|e| Error::BadJson(format!("invalid filter: {e}")))
-        }
+        Some(raw) => crate::util::from_json_object(raw.as_bytes())
+            .map_err(|e| Error::BadJson(format!("invalid filter: {e}"))),
         None => Ok(RoomEventFilter::default()),
     }
 }
@@ -417,8 +420,7 @@ pub async fn redact(
     JsonBody(body, _): JsonBody<RedactBody>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room)?;
-    let target = EventId::parse(&event)
-        .map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))?;
+    let target = parse_event_id(&event)?;
     ensure_room(&state, &room_id)?;
     let mut content = serde_json::Map::new();
     if let Some(reason) = body.reason {

@@ -3,11 +3,11 @@
 //! `M_FORBIDDEN`, as other homeservers do (the specification does not say).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody, PassiveAuth, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, PassiveAuth, Path, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::presence::PresenceState;
 

@@ -2,10 +2,10 @@
 //! Reading a profile needs no access token, as in the specification.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::error::{Error, Result};
 
 fn profile_of(state: &AppState, raw_user: &str) -> Result<(ruma::OwnedUserId, Map<String, Value>)> {

@@ -2,18 +2,14 @@
 //! `POST /rooms/{roomId}/read_markers`.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use ruma::{EventId, OwnedEventId};
+use axum::extract::State;
+use ruma::OwnedEventId;
 use serde_json::{Value, json};
 
-use crate::api::extract::parse_room_id;
-use crate::api::extract::{AppState, Auth, JsonBody};
+use crate::api::extract::{AppState, Auth, JsonBody, Path};
+use crate::api::extract::{parse_event_id, parse_room_id};
 use crate::error::{Error, Result};
 use crate::service::receipts::ReadMarkers;
-
-fn parse_event_id(raw: &str) -> Result<OwnedEventId> {
-    EventId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid event ID: {e}")))
-}
 
 /// An optional string field of the body, as an event ID.
 fn event_id_field(body: &Value, field: &str) -> Result<Option<OwnedEventId>> {

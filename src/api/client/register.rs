@@ -1,12 +1,12 @@
 //! Registration with user-interactive auth, username availability, registration-token validity.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{DeviceRequest, log_in};
-use crate::api::extract::{AppState, ClientIp, JsonBody};
+use crate::api::extract::{AppState, ClientIp, JsonBody, Query};
 use crate::config::RegistrationMode;
 use crate::error::{Error, Result};
 use crate::service::ratelimit::Limit;

@@ -18,7 +18,7 @@ use crate::service::rooms::create::{CreateRoom, Preset};
 pub struct CreateRoomBody {
     #[serde(default)]
     creation_content: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::util::from_objects")]
     initial_state: Vec<InitialState>,
     #[serde(default)]
     invite: Vec<String>,

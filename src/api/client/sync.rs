@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::extract::{AppState, PassiveAuth};
+use crate::api::extract::{AppState, PassiveAuth, Query};
 use crate::core::filter::Filter;
 use crate::error::{Error, Result};
 use crate::service::presence::PresenceState;
@@ -37,6 +37,8 @@ pub async fn sync(
         None => Filter::default(),
     };
     let since = query.since.as_deref().map(parse_token).transpose()?;
+    // Before presence: a refused request changes nothing.
+    state.check_since(since)?;
     // Syncing marks the user online unless `set_presence` says otherwise.
     let set_presence = query
         .set_presence

@@ -2,12 +2,12 @@
 //! submission (link or JSON); the addresses of an account.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Html;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, ClientIp, JsonBody};
+use crate::api::extract::{AppState, Auth, ClientIp, JsonBody, Query};
 use crate::error::{Error, Result};
 use crate::service::ratelimit::Limit;
 use crate::service::threepid::{Purpose, SUBMIT_PATH, TokenRequest, normalize_email};

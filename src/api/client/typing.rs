@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::extract::parse_room_id;
-use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::typing::DEFAULT_TIMEOUT;
 

@@ -1,14 +1,14 @@
 //! Room upgrades: `POST /rooms/{roomId}/upgrade`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ruma::{OwnedUserId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::rooms::member_profile;
 use crate::api::extract::parse_room_id;
-use crate::api::extract::{AppState, Auth, JsonBody, parse_user_id};
+use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::core::room_version;
 use crate::error::{Error, Result};
 use crate::service::rooms::upgrade::UpgradeRoom;

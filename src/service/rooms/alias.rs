@@ -67,6 +67,12 @@ impl Drop for Reservation {
 
 /// Parses a room alias from a path or body (`M_INVALID_PARAM` when it is not one).
 pub fn parse_alias(raw: &str) -> Result<OwnedRoomAliasId> {
+    if raw.len() > crate::core::MAX_ID_BYTES {
+        return Err(Error::InvalidParam(format!(
+            "invalid room alias: longer than {} bytes",
+            crate::core::MAX_ID_BYTES
+        )));
+    }
     RoomAliasId::parse(raw).map_err(|e| Error::InvalidParam(format!("invalid room alias: {e}")))
 }
 

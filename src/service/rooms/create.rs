@@ -2,15 +2,20 @@
 //! alias, the preset's join rules and visibility, initial state, name, topic and invites, in the
 //! specification's order; then the alias mapping and the directory entry.
 
+use std::collections::HashMap;
+
 use ruma::events::StateEventType;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UInt, UserId,
+};
 use serde_json::{Map, Value, json};
 
 use super::alias::{AliasRecord, Reservation};
 use super::{NewEvent, RoomInfo, Rooms};
-use crate::core::room_version;
+use crate::core::{self, EventTemplate, Pdu, StateMap, room_version};
 use crate::error::{Error, Result};
-use crate::util::random_string;
+use crate::util::{now_ms, random_string};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -66,6 +71,7 @@ impl Rooms {
             let id = format!("!{}:{}", random_string(18), self.server_name);
             Some(RoomId::parse(&id).map_err(Error::internal)?)
         };
+        self.check_creation(&request, v12, provisional_id.as_deref())?;
         let creator = &request.creator;
         let create = NewEvent::state(
             StateEventType::RoomCreate,
@@ -76,10 +82,11 @@ impl Rooms {
             self.append_locked(&mut info, provisional_id.as_deref(), creator, create, None)?;
         let room_id = create.room_id().to_owned();
         let lock = self.room_lock(&room_id)?;
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         for event in follow_up_events(&request, v12) {
             self.append_locked(&mut info, Some(&room_id), creator, event, None)?;
         }
+        drop(guard);
         let record = AliasRecord {
             room_id: room_id.clone(),
             creator: creator.clone(),
@@ -89,6 +96,59 @@ impl Rooms {
         self.store.durable().await?;
         self.announce(&room_id, None)?;
         Ok(room_id)
+    }
+
+    /// Builds and authorises every event of the new room in memory, writing nothing, so that a
+    /// request refused part of the way (power levels the auth rules reject, an event over the
+    /// size limit) is refused before the room exists instead of leaving it half-created.
+    fn check_creation(
+        &self,
+        request: &CreateRoom,
+        v12: bool,
+        provisional_id: Option<&RoomId>,
+    ) -> Result<()> {
+        let version = &request.room_version;
+        let mut state = StateMap::new();
+        let mut built: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        let mut room_id = provisional_id.map(ToOwned::to_owned);
+        let mut prev_events = Vec::new();
+        let create = NewEvent::state(
+            StateEventType::RoomCreate,
+            "",
+            Value::Object(create_content(request, v12)),
+        );
+        let events = std::iter::once(create).chain(follow_up_events(request, v12));
+        for (depth, event) in (1u64..).zip(events) {
+            let mut template = EventTemplate {
+                room_id: room_id.clone(),
+                sender: request.creator.clone(),
+                kind: event.kind,
+                state_key: event.state_key,
+                content: event.content,
+                prev_events: std::mem::take(&mut prev_events),
+                auth_events: Vec::new(),
+                depth: UInt::try_from(depth).map_err(Error::internal)?,
+                origin_server_ts: MilliSecondsSinceUnixEpoch(
+                    UInt::try_from(now_ms()).map_err(Error::internal)?,
+                ),
+                redacts: None,
+            };
+            template.auth_events = core::auth::select_auth_events(version, &template, &state)?;
+            let pdu = core::pdu::build_event(
+                version,
+                template,
+                &self.server_name,
+                &self.signing_key.pair,
+            )?;
+            core::auth::check(&pdu, &state, |id: &EventId| built.get(id).cloned())?;
+            if let Some(entry) = pdu.state_entry() {
+                state.insert(entry, pdu.event_id().to_owned());
+            }
+            room_id = Some(pdu.room_id().to_owned());
+            prev_events = vec![pdu.event_id().to_owned()];
+            built.insert(pdu.event_id().to_owned(), pdu);
+        }
+        Ok(())
     }
 }
 

@@ -18,9 +18,10 @@ impl Rooms {
     pub async fn ingest(&self, pdu: Pdu) -> Result<()> {
         let room_id = pdu.room_id().to_owned();
         let lock = self.room_lock(&room_id)?;
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         if self.pdus.contains(pdu.event_id().as_bytes())? {
-            return Ok(());
+            drop(guard);
+            return self.store.durable().await.map_err(Into::into);
         }
         let mut info = self
             .info(&room_id)?
@@ -32,6 +33,7 @@ impl Rooms {
         }
         let plan = self.ingest_plan(&info, &pdu)?;
         self.persist(&mut info, &pdu, plan, None)?;
+        drop(guard);
         self.store.durable().await?;
         self.announce(&room_id, super::member_target(&pdu).as_deref())?;
         Ok(())
@@ -66,7 +68,7 @@ impl Rooms {
         let maps: Vec<StateMap> = states.iter().map(|s| (**s).clone()).collect();
         let fetch = |id: &EventId| {
             if id == pending.event_id() {
-                return Some(pending.clone());
+                return Some(Arc::new(pending.clone()));
             }
             self.pdu(id).ok().flatten()
         };

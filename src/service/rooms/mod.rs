@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod changes;
 pub mod create;
+pub mod event_cache;
 pub mod ingest;
 pub mod power;
 pub mod read;
@@ -138,6 +139,10 @@ pub struct Rooms {
     store_meta: Tree,
     pub(crate) snapshots: SnapshotStore,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recently read and written events, decoded.
+    events: event_cache::EventCache,
+    /// The timestamp of the last room version 12 create event (see [`Rooms::create_timestamp`]).
+    last_create_ts: std::sync::atomic::AtomicU64,
     /// Room aliases and the published room directory.
     pub aliases: alias::Aliases,
 }
@@ -150,7 +155,9 @@ impl From<core::Error> for Error {
                 "the event would be {size} bytes; the limit is {}",
                 core::pdu::MAX_PDU_BYTES
             )),
-            core::Error::Unauthorized(reason) => Error::Forbidden(reason),
+            core::Error::Unauthorized(reason) | core::Error::InvalidSignature(reason) => {
+                Error::Forbidden(reason)
+            }
             core::Error::UnsupportedRoomVersion(v) => {
                 Error::UnsupportedRoomVersion(format!("room version {v} is not supported"))
             }
@@ -170,6 +177,8 @@ impl Rooms {
         server_name: OwnedServerName,
         signing_key: Arc<SigningKey>,
         notifier: Arc<Notifier>,
+        state_cache_entries: usize,
+        event_cache_entries: usize,
     ) -> Result<Self> {
         let start = crate::storage::stream::current(store)?;
         Ok(Self {
@@ -192,8 +201,13 @@ impl Rooms {
             txns: store.tree(trees::TXN_EVENTID)?,
             forgotten: store.tree(trees::USERID_ROOMID_FORGOTTEN)?,
             store_meta: store.tree(trees::META)?,
-            snapshots: SnapshotStore::new(store.tree(trees::SNAPSHOTID_SNAPSHOT)?),
+            snapshots: SnapshotStore::new(
+                store.tree(trees::SNAPSHOTID_SNAPSHOT)?,
+                state_cache_entries,
+            ),
             locks: Mutex::new(HashMap::new()),
+            events: event_cache::EventCache::new(event_cache_entries),
+            last_create_ts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -212,9 +226,18 @@ impl Rooms {
         }
     }
 
-    pub fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Pdu>> {
+    /// An event, from the event cache or the store. Events never change once stored (a
+    /// redaction is recorded beside the event), so cached copies never go stale.
+    pub fn pdu(&self, event_id: &ruma::EventId) -> Result<Option<Arc<Pdu>>> {
+        if let Some(hit) = self.events.get(event_id) {
+            return Ok(Some(hit));
+        }
         match self.pdus.get(event_id.as_bytes())? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            Some(v) => {
+                let pdu = Arc::new(serde_json::from_slice::<Pdu>(&v)?);
+                self.events.insert(pdu.clone());
+                Ok(Some(pdu))
+            }
             None => Ok(None),
         }
     }
@@ -248,7 +271,7 @@ impl Rooms {
         room_id: &RoomId,
         kind: &StateEventType,
         state_key: &str,
-    ) -> Result<Option<Pdu>> {
+    ) -> Result<Option<Arc<Pdu>>> {
         let state = self.current_state(room_id)?;
         match state.get(&(kind.clone(), state_key.to_owned())) {
             Some(id) => self.pdu(id),
@@ -269,7 +292,7 @@ impl Rooms {
             .pdu(event_id)?
             .ok_or_else(|| Error::internal(format!("state names missing event {event_id}")))?;
         let pdu = match self.redacted_by(event_id)? {
-            Some(_) => pdu.redacted()?,
+            Some(_) => Arc::new(pdu.redacted()?),
             None => pdu,
         };
         match serde_json::from_str(pdu.content().get())? {
@@ -295,10 +318,13 @@ impl Rooms {
         txn: Option<Txn>,
     ) -> Result<OwnedEventId> {
         let lock = self.room_lock(room_id)?;
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         if let Some(txn) = &txn
             && let Some(existing) = self.txns.get(txn_key(sender, txn, room_id))?
         {
+            drop(guard);
+            // A retry may overtake the flush of the original request.
+            self.store.durable().await?;
             return OwnedEventId::try_from(String::from_utf8_lossy(&existing).as_ref())
                 .map_err(Error::internal);
         }
@@ -306,9 +332,28 @@ impl Rooms {
             .info(room_id)?
             .ok_or_else(|| Error::NotFound("no such room".into()))?;
         let pdu = self.append_locked(&mut info, Some(room_id), sender, event, txn)?;
+        // The next event of the room may be built while this one is being flushed: it can only
+        // become durable after this one, and neither is acknowledged before.
+        drop(guard);
         self.store.durable().await?;
         self.announce(room_id, member_target(&pdu).as_deref())?;
         Ok(pdu.event_id().to_owned())
+    }
+
+    /// The timestamp of a room version 12 create event: now, but never the same as the previous
+    /// one. The room ID is the hash of the create event, so two identical requests of one user
+    /// in the same millisecond would otherwise make one room ID for two rooms.
+    fn create_timestamp(&self) -> u64 {
+        let now = now_ms();
+        let previous = self
+            .last_create_ts
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |last| Some(now.max(last + 1)),
+            )
+            .unwrap_or(now);
+        now.max(previous + 1)
     }
 
     /// Builds, authorises and persists one event while the room lock is held. `info` is the
@@ -340,7 +385,11 @@ impl Rooms {
             auth_events: Vec::new(),
             depth: UInt::try_from(info.depth + 1).map_err(Error::internal)?,
             origin_server_ts: MilliSecondsSinceUnixEpoch(
-                UInt::try_from(now_ms()).map_err(Error::internal)?,
+                UInt::try_from(match room_id {
+                    Some(_) => now_ms(),
+                    None => self.create_timestamp(),
+                })
+                .map_err(Error::internal)?,
             ),
             redacts: event.redacts,
         };

@@ -32,14 +32,14 @@ pub fn can_redact_others(
 pub struct Powers {
     rules: AuthorizationRules,
     creators: HashSet<OwnedUserId>,
-    levels: Option<RoomPowerLevelsEvent<Pdu>>,
+    levels: Option<RoomPowerLevelsEvent<std::sync::Arc<Pdu>>>,
 }
 
 impl Powers {
     /// Reads the create and power-levels events of `state`, a state of a room of `version`.
     pub fn load(rooms: &Rooms, version: &RoomVersionId, state: &StateMap) -> Result<Self> {
         let rules = room_version::rules(version)?.authorization;
-        let fetch = |kind: StateEventType| -> Result<Option<Pdu>> {
+        let fetch = |kind: StateEventType| -> Result<Option<std::sync::Arc<Pdu>>> {
             match state.get(&(kind, String::new())) {
                 Some(id) => rooms.pdu(id),
                 None => Ok(None),

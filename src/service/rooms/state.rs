@@ -2,7 +2,7 @@
 //! every [`FULL_SNAPSHOT_EVERY`]-th snapshot in a chain holds the whole state, so reading any state
 //! walks a bounded chain and appending a state event writes only what changed (amortised).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ruma::OwnedEventId;
@@ -16,8 +16,8 @@ use crate::storage::{Tree, TxError, TxTree, keys};
 /// Chains of deltas are cut with a full copy this often.
 pub const FULL_SNAPSHOT_EVERY: u32 = 64;
 
-/// Snapshots kept decoded in memory.
-const CACHE_ENTRIES: usize = 1024;
+/// State entries kept decoded in memory by default, summed over the cached snapshots.
+pub const DEFAULT_CACHE_ENTRIES: usize = 200_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -31,14 +31,52 @@ pub struct Snapshot {
 
 pub struct SnapshotStore {
     tree: Tree,
-    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    cache: Mutex<SnapshotCache>,
+}
+
+/// Decoded snapshots, bounded by the number of state entries they hold together (a snapshot of
+/// a large room costs as much as many small ones); the oldest are dropped first.
+struct SnapshotCache {
+    by_id: HashMap<u64, Arc<StateMap>>,
+    order: VecDeque<u64>,
+    entries: usize,
+    budget: usize,
+}
+
+impl SnapshotCache {
+    fn get(&self, id: u64) -> Option<Arc<StateMap>> {
+        self.by_id.get(&id).cloned()
+    }
+
+    fn insert(&mut self, id: u64, state: Arc<StateMap>) {
+        if state.len() > self.budget || self.by_id.contains_key(&id) {
+            return;
+        }
+        self.entries += state.len();
+        self.by_id.insert(id, state);
+        self.order.push_back(id);
+        while self.entries > self.budget {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = self.by_id.remove(&oldest) {
+                self.entries -= evicted.len();
+            }
+        }
+    }
 }
 
 impl SnapshotStore {
-    pub fn new(tree: Tree) -> Self {
+    /// `cache_entries` bounds the state entries kept decoded in memory.
+    pub fn new(tree: Tree, cache_entries: usize) -> Self {
         Self {
             tree,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(SnapshotCache {
+                by_id: HashMap::new(),
+                order: VecDeque::new(),
+                entries: 0,
+                budget: cache_entries,
+            }),
         }
     }
 
@@ -56,13 +94,13 @@ impl SnapshotStore {
 
     /// The full state a snapshot stands for.
     pub fn state(&self, id: u64) -> Result<Arc<StateMap>> {
-        if let Some(hit) = self.lock()?.get(&id) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.lock()?.get(id) {
+            return Ok(hit);
         }
         let mut chain = Vec::new();
         let mut next = Some(id);
         while let Some(current) = next {
-            if let Some(hit) = self.lock()?.get(&current).cloned() {
+            if let Some(hit) = self.lock()?.get(current) {
                 chain.push(Err(hit));
                 break;
             }
@@ -86,18 +124,14 @@ impl SnapshotStore {
         Ok(state)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<u64, Arc<StateMap>>>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, SnapshotCache>> {
         self.cache
             .lock()
             .map_err(|_| Error::internal("snapshot cache poisoned"))
     }
 
     pub fn remember(&self, id: u64, state: Arc<StateMap>) -> Result<()> {
-        let mut cache = self.lock()?;
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(id, state);
+        self.lock()?.insert(id, state);
         Ok(())
     }
 
@@ -184,4 +218,45 @@ pub fn put_snapshot<E: From<Error>>(
     let bytes = serde_json::to_vec(snapshot)
         .map_err(|e| crate::storage::abort(E::from(Error::internal(e))))?;
     tree.put(keys::u64_be(id), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_of(n: usize) -> Arc<StateMap> {
+        Arc::new(
+            (0..n)
+                .map(|i| {
+                    (
+                        (StateEventType::RoomMember, format!("@u{i}:x")),
+                        OwnedEventId::try_from(format!("$e{i}")).unwrap(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cache_is_bounded_by_entries_and_drops_the_oldest_first() {
+        let mut cache = SnapshotCache {
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+            entries: 0,
+            budget: 10,
+        };
+        cache.insert(1, state_of(4));
+        cache.insert(2, state_of(4));
+        assert_eq!(cache.entries, 8);
+        cache.insert(3, state_of(4));
+        assert!(cache.get(1).is_none(), "the oldest snapshot goes first");
+        assert!(cache.get(2).is_some() && cache.get(3).is_some());
+        assert_eq!(cache.entries, 8);
+        cache.insert(4, state_of(11));
+        assert!(
+            cache.get(4).is_none(),
+            "a snapshot over the whole budget is not cached"
+        );
+        assert_eq!(cache.entries, 8);
+    }
 }

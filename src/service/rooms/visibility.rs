@@ -229,7 +229,7 @@ impl Rooms {
         reader: &Reader,
         ts: u64,
         forwards: bool,
-    ) -> Result<Option<Pdu>> {
+    ) -> Result<Option<std::sync::Arc<Pdu>>> {
         const BATCH: usize = 200;
         let mut cursor = if forwards { 0 } else { u64::MAX };
         loop {
