@@ -1,8 +1,9 @@
 //! State resolution (v2.1, room version 12) of a fork: from the same point of a room, two
 //! branches each change the power levels (a different moderator each) and then the same custom
 //! state entries (different content each), so that every changed entry conflicts. Resolved by
-//! `roost::core::state::resolve`, with the events looked up in memory and, as the ingest path
-//! does, from the store.
+//! `roost::core::state::resolve`, with the events looked up in a map and, as the ingest path
+//! does, through the room service (its event cache, then the store). The branches are built by
+//! hand and given to the room through the ingest path.
 
 mod common;
 

@@ -157,21 +157,38 @@ fn has_path(value: &Value, path: &[String]) -> bool {
 }
 
 /// `*` matches any run of characters, as the specification allows in type filters.
+///
+/// Greedy with backtracking to the last `*` only, so at worst proportional to the product of the
+/// lengths (trying every split for every `*` would be exponential in their number, which a
+/// filter chooses). Works on bytes: literal text is whole UTF-8 characters, so it can only match
+/// at character boundaries anyway.
 fn glob(pattern: &str, value: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == value,
-        Some((head, tail)) => {
-            let Some(rest) = value.strip_prefix(head) else {
-                return false;
-            };
-            if tail.is_empty() {
-                return true;
+    let (pattern, value) = (pattern.as_bytes(), value.as_bytes());
+    let (mut p, mut v) = (0, 0);
+    // The last `*` seen, and where in the value what follows it is being tried.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                backtrack = Some((p + 1, v));
+                p += 1;
             }
-            (0..=rest.len())
-                .filter(|i| rest.is_char_boundary(*i))
-                .any(|i| glob(tail, &rest[i..]))
+            Some(c) if *c == value[v] => {
+                p += 1;
+                v += 1;
+            }
+            _ => match backtrack {
+                // Let that `*` take one more byte, and try the rest of the pattern after it.
+                Some((after_star, tried)) => {
+                    backtrack = Some((after_star, tried + 1));
+                    p = after_star;
+                    v = tried + 1;
+                }
+                None => return false,
+            },
         }
     }
+    pattern[p..].iter().all(|c| *c == b'*')
 }
 
 impl RoomEventFilter {
@@ -262,6 +279,18 @@ mod tests {
         assert!(!glob("m.room.*", "m.call.invite"));
         assert!(glob("m.room.message", "m.room.message"));
         assert!(!glob("m.room.message", "m.room.messages"));
+        assert!(glob("", ""));
+        assert!(!glob("", "x"));
+        assert!(glob("**", ""));
+        assert!(glob("*a*", "bab"));
+        assert!(!glob("a*", "ba"));
+        assert!(glob("*é*", "café au lait"));
+        // Many stars that cannot match: must not try every way to split the value.
+        let pattern = format!("{}*b", "*a".repeat(12));
+        let started = std::time::Instant::now();
+        assert!(!glob(&pattern, &"a".repeat(200)));
+        assert!(glob(&pattern, &format!("{}b", "a".repeat(200))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

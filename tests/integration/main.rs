@@ -11,6 +11,7 @@ mod bench;
 mod directory;
 mod email;
 mod errors;
+mod fuzz_smoke;
 mod presence;
 mod process;
 mod receipts;
