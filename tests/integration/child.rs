@@ -139,7 +139,7 @@ impl Drop for ServerProcess {
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Api {

@@ -59,17 +59,11 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let api = crate::child::Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+        };
+        api.call(method, path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
