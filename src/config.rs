@@ -89,6 +89,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub presence: PresenceConfig,
     pub storage: StorageConfig,
+    pub media: MediaConfig,
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -113,6 +115,8 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             presence: PresenceConfig::default(),
             storage: StorageConfig::default(),
+            media: MediaConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -270,6 +274,36 @@ impl Default for PresenceConfig {
     }
 }
 
+/// Pushers: how the server calls push gateways.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Whether pushers may point at loopback, private, link-local or otherwise internal
+    /// addresses. Off by default, so that a pusher cannot make the server call internal services.
+    pub allow_private_addresses: bool,
+    /// How long one call to a push gateway may take, in seconds.
+    pub gateway_timeout_secs: u64,
+    /// The wait before the first retry after a failed push, in milliseconds; it doubles with
+    /// every failure.
+    pub retry_initial_ms: u64,
+    /// The longest wait between retries, in seconds.
+    pub retry_max_secs: u64,
+    /// A push not delivered after this many seconds is dropped.
+    pub give_up_after_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_addresses: false,
+            gateway_timeout_secs: 10,
+            retry_initial_ms: 1_000,
+            retry_max_secs: 3_600,
+            give_up_after_secs: 86_400,
+        }
+    }
+}
+
 /// Memory the store may use for caches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -291,6 +325,41 @@ impl Default for StorageConfig {
         }
     }
 }
+
+/// The content repository (media uploads, downloads and thumbnails).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// The largest upload accepted, in bytes (413 `M_TOO_LARGE` beyond).
+    pub max_upload_bytes: u64,
+    /// The total size of one user's uploads, in bytes; 0 = unlimited (403 `M_FORBIDDEN` beyond).
+    pub max_bytes_per_user: u64,
+    /// Whether new uploads may also be downloaded through the deprecated unauthenticated
+    /// `/_matrix/media/v3/download` and `/thumbnail` routes (recorded per item at upload time).
+    pub legacy_unauthenticated_downloads: bool,
+    /// Media IDs a user may hold created (`POST /_matrix/media/v1/create`) but not yet uploaded.
+    pub max_pending_uploads: u32,
+    /// How long a created media ID waits for its content before it expires.
+    pub unused_expiry_secs: u64,
+    /// The largest image (width × height) that thumbnails are made of (413 `M_TOO_LARGE` beyond).
+    pub thumbnail_max_source_pixels: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 << 20,
+            max_bytes_per_user: 1 << 30,
+            legacy_unauthenticated_downloads: false,
+            max_pending_uploads: 5,
+            unused_expiry_secs: 24 * 3600,
+            thumbnail_max_source_pixels: 40_000_000,
+        }
+    }
+}
+
+/// The largest upload limit accepted (1 TiB).
+const MAX_UPLOAD_LIMIT: u64 = 1 << 40;
 
 /// The largest page cache accepted (1 TiB), so that its size in bytes never overflows.
 const MAX_CACHE_MB: u64 = 1 << 20;
@@ -473,6 +542,52 @@ impl Config {
             return Err(key_error(
                 "storage.cache_mb",
                 format!("must be between 1 and {MAX_CACHE_MB}"),
+            ));
+        }
+        self.validate_media()?;
+        self.validate_push()?;
+        Ok(())
+    }
+
+    fn validate_push(&self) -> Result<(), ConfigError> {
+        let push = &self.push;
+        for (name, value, max) in [
+            ("gateway_timeout_secs", push.gateway_timeout_secs, 600),
+            ("retry_initial_ms", push.retry_initial_ms, 3_600_000),
+            ("retry_max_secs", push.retry_max_secs, 86_400),
+            ("give_up_after_secs", push.give_up_after_secs, 30 * 86_400),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(key_error(
+                    format!("push.{name}"),
+                    format!("must be between 1 and {max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_media(&self) -> Result<(), ConfigError> {
+        let media = &self.media;
+        if !(1..=MAX_UPLOAD_LIMIT).contains(&media.max_upload_bytes) {
+            return Err(key_error(
+                "media.max_upload_bytes",
+                format!("must be between 1 and {MAX_UPLOAD_LIMIT}"),
+            ));
+        }
+        if media.max_pending_uploads == 0 {
+            return Err(key_error("media.max_pending_uploads", "must be at least 1"));
+        }
+        if !(60..=MAX_PRESENCE_TIMEOUT_SECS).contains(&media.unused_expiry_secs) {
+            return Err(key_error(
+                "media.unused_expiry_secs",
+                format!("must be between 60 and {MAX_PRESENCE_TIMEOUT_SECS} seconds"),
+            ));
+        }
+        if !(1..=1 << 32).contains(&media.thumbnail_max_source_pixels) {
+            return Err(key_error(
+                "media.thumbnail_max_source_pixels",
+                "must be between 1 and 4294967296",
             ));
         }
         Ok(())
@@ -816,5 +931,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("presence.offline_after_secs"), "{err}");
+        for key in [
+            "max_upload_bytes",
+            "max_pending_uploads",
+            "unused_expiry_secs",
+            "thumbnail_max_source_pixels",
+        ] {
+            let var = format!("ROOST_MEDIA__{}", key.to_uppercase());
+            let err = Config::load(None, env(&[(var.as_str(), "0")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("media.{key}")), "{err}");
+        }
+        let c = Config::load(
+            None,
+            env(&[("ROOST_MEDIA__LEGACY_UNAUTHENTICATED_DOWNLOADS", "on")]),
+        )
+        .unwrap();
+        assert!(c.media.legacy_unauthenticated_downloads);
+        assert_eq!(c.media.max_upload_bytes, 50 << 20);
     }
 }

@@ -83,6 +83,12 @@ pub enum Error {
     /// `createRoom` with a room alias that is taken: 400 `M_ROOM_IN_USE`.
     #[error("{0}")]
     RoomInUse(String),
+    /// Media created but not uploaded before the download's timeout: 504 `M_NOT_YET_UPLOADED`.
+    #[error("{0}")]
+    NotYetUploaded(String),
+    /// An upload to a media ID that already has content: 409 `M_CANNOT_OVERWRITE_MEDIA`.
+    #[error("{0}")]
+    CannotOverwriteMedia(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -126,6 +132,8 @@ impl Error {
             ServerManaged(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             Conflict(_) => (StatusCode::CONFLICT, "M_UNKNOWN"),
             RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
+            NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
+            CannotOverwriteMedia(_) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -166,7 +174,8 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
-        if status.is_server_error() {
+        // A download that timed out waiting for an upload is not a server failure.
+        if status.is_server_error() && !matches!(self, Error::NotYetUploaded(_)) {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, axum::Json(self.body())).into_response();

@@ -52,6 +52,8 @@ fn open_services(config: Config) -> Result<Arc<Services>, StartError> {
     // Users online or idle when the server stopped get their presence timers back.
     services.presence.restore_timers()?;
     services.spawn_delivery_writer();
+    services.spawn_push_evaluator();
+    services.spawn_push_sender();
     Ok(services)
 }
 

@@ -31,6 +31,17 @@ enum Command {
     /// Registration tokens for `registration = "token"`.
     #[command(subcommand, name = "registration-token")]
     RegistrationToken(TokenCommand),
+    /// Media administration (works while the server is stopped).
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Delete one media item (`mxc://server/mediaId`): it answers 404 everywhere afterwards.
+    Delete { mxc: String },
+    /// Delete every media item a user uploaded or created.
+    DeleteUser { user: String },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::User(cmd) => user_command(config, cmd).await,
         Command::RegistrationToken(cmd) => token_command(config, cmd),
+        Command::Media(cmd) => media_command(config, cmd).await,
     }
 }
 
@@ -299,5 +311,26 @@ fn token_command(config: Config, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn media_command(config: Config, cmd: MediaCommand) -> anyhow::Result<()> {
+    let services = open_services(config)?;
+    match cmd {
+        MediaCommand::Delete { mxc } => {
+            let (server, media_id) = roost::service::media::parse_mxc(&mxc)
+                .with_context(|| format!("not an mxc:// URI: {mxc}"))?;
+            if !services.media.delete(server, media_id).await? {
+                bail!("no such media: {mxc}");
+            }
+            println!("deleted {mxc}");
+        }
+        MediaCommand::DeleteUser { user } => {
+            let user_id = services.accounts.user_id_for_login(&user)?;
+            let deleted = services.media.delete_user(&user_id).await?;
+            println!("deleted {deleted} media items of {user_id}");
+        }
+    }
+    services.store.flush_blocking()?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod media;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -25,6 +26,50 @@ impl Routes {
         self.templates.push(path.to_owned());
         self.router = self.router.route(path, handlers);
         self
+    }
+}
+
+impl Routes {
+    /// The content repository: uploads, authenticated downloads and thumbnails, and the
+    /// deprecated unauthenticated routes. Downloads and thumbnails carry the media security
+    /// headers on every answer.
+    fn media_routes(self) -> Self {
+        use axum::middleware::map_response;
+        let read = |handlers: MethodRouter<AppState>| handlers.layer(map_response(media::secured));
+        let authed = |path: &str| format!("/_matrix/client/v1/media{path}");
+        let legacy = |path: &str| format!("/_matrix/media/v3{path}");
+        self.route(&legacy("/upload"), post(media::upload))
+            .route(
+                &legacy("/upload/{server_name}/{media_id}"),
+                put(media::upload_created),
+            )
+            .route("/_matrix/media/v1/create", post(media::create))
+            .route(&authed("/config"), get(media::config))
+            .route(&legacy("/config"), get(media::config))
+            .route(
+                &authed("/download/{server_name}/{media_id}"),
+                read(get(media::download_authed)),
+            )
+            .route(
+                &authed("/download/{server_name}/{media_id}/{file_name}"),
+                read(get(media::download_authed_named)),
+            )
+            .route(
+                &authed("/thumbnail/{server_name}/{media_id}"),
+                read(get(media::thumbnail_authed)),
+            )
+            .route(
+                &legacy("/download/{server_name}/{media_id}"),
+                read(get(media::download_legacy)),
+            )
+            .route(
+                &legacy("/download/{server_name}/{media_id}/{file_name}"),
+                read(get(media::download_legacy_named)),
+            )
+            .route(
+                &legacy("/thumbnail/{server_name}/{media_id}"),
+                read(get(media::thumbnail_legacy)),
+            )
     }
 }
 
@@ -164,6 +209,25 @@ fn routes() -> Routes {
             put(account_data::set_tag).delete(account_data::delete_tag),
         )
         .route(&v3("/sync"), get(sync::sync))
+        .route(&v3("/pushrules/"), get(push::get_all))
+        .route(&v3("/pushrules/global/"), get(push::get_global))
+        .route(
+            &v3("/pushrules/global/{rule_kind}/{rule_id}"),
+            get(push::get_rule)
+                .put(push::put_rule)
+                .delete(push::delete_rule),
+        )
+        .route(
+            &v3("/pushrules/global/{rule_kind}/{rule_id}/enabled"),
+            get(push::get_enabled).put(push::put_enabled),
+        )
+        .route(
+            &v3("/pushrules/global/{rule_kind}/{rule_id}/actions"),
+            get(push::get_actions).put(push::put_actions),
+        )
+        .route(&v3("/notifications"), get(push::notifications))
+        .route(&v3("/pushers"), get(push::get_pushers))
+        .route(&v3("/pushers/set"), post(push::set_pusher))
         .route(
             &v3("/presence/{user}/status"),
             get(presence::get_status).put(presence::set_status),
@@ -243,4 +307,5 @@ fn routes() -> Routes {
             get(mfa::status).post(mfa::enroll).delete(mfa::disable),
         )
         .route(&mfa("/totp/confirm"), post(mfa::confirm))
+        .media_routes()
 }

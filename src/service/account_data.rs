@@ -238,6 +238,17 @@ impl AccountData {
         .await
     }
 
+    /// Rewrites a global type the server manages (such as `m.push_rules`), bypassing the
+    /// checks of client writes.
+    pub(crate) async fn update_server_managed(
+        &self,
+        user: &UserId,
+        kind: &str,
+        change: impl Fn(Option<&Value>) -> Result<Option<Value>>,
+    ) -> Result<()> {
+        self.update(user, None, kind, change).await
+    }
+
     /// Rewrites one type atomically: `change` gets the current content and returns the new one
     /// (`None`: leave it as it is). A write takes the next stream position, moves the type's
     /// index entry there, waits for durability and wakes the user's waiting requests.

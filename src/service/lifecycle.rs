@@ -115,6 +115,16 @@ impl Services {
             })?;
         // After the devices are gone, so that no new message can reach their inboxes.
         self.to_device.remove_devices(user_id, &targets)?;
+        // A logged-out device gets no more pushes.
+        for pusher in self.pushers(user_id)? {
+            if pusher
+                .device_id
+                .as_ref()
+                .is_some_and(|d| targets.contains(d))
+            {
+                self.delete_pusher(user_id, &pusher.app_id, &pusher.pushkey)?;
+            }
+        }
         self.store.durable().await?;
         Ok(())
     }
@@ -146,6 +156,9 @@ impl Services {
         }
         self.mfa.remove(user_id)?;
         self.profiles.clear(user_id)?;
+        for pusher in self.pushers(user_id)? {
+            self.delete_pusher(user_id, &pusher.app_id, &pusher.pushkey)?;
+        }
         self.store.durable().await?;
         Ok(())
     }

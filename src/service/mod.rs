@@ -6,11 +6,13 @@ pub mod devices;
 pub mod filters;
 pub mod lifecycle;
 pub mod mail;
+pub mod media;
 pub mod mfa;
 pub mod notifier;
 pub mod password;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod ratelimit;
 pub mod receipts;
 pub mod regtokens;
@@ -60,8 +62,10 @@ pub struct Services {
     pub receipts: receipts::Receipts,
     /// Delivered receipts waiting to be recorded.
     pub deliveries: room_ephemeral::DeliveryQueue,
-    /// The last unread counts of each (user, room).
-    pub unread_memo: unread::CountMemo,
+    /// Push rules, notifications and pushers.
+    pub push: push::Push,
+    /// The content repository.
+    pub media: media::Media,
 }
 
 impl Services {
@@ -71,6 +75,7 @@ impl Services {
         let signing_key = Arc::new(signing_key::SigningKey::load_or_create(&config.data_dir)?);
         let server_name = ruma::ServerName::parse(&config.server_name)
             .map_err(|e| crate::error::Error::internal(format!("server_name: {e}")))?;
+        let push = push::Push::new(&store)?;
         Ok(Arc::new(Self {
             accounts: accounts::Accounts::new(&store, config.clone())?,
             devices: devices::Devices::new(&store)?,
@@ -84,6 +89,7 @@ impl Services {
             rate_limits: ratelimit::RateLimiter::new(config.rate_limits.clone()),
             presence: presence::Presence::new(&store, notifier.clone(), &config.presence)?,
             to_device: to_device::ToDevice::new(&store, notifier.clone(), server_name.clone())?,
+            media: media::Media::new(&store, config.clone(), server_name.clone())?,
             rooms: rooms::Rooms::new(
                 &store,
                 server_name,
@@ -91,12 +97,13 @@ impl Services {
                 notifier.clone(),
                 config.storage.state_cache_entries,
                 config.storage.event_cache_entries,
+                push.queue(),
             )?,
+            push,
             filters: filters::Filters::new(&store)?,
             typing: typing::Typing::new(&store, notifier.clone())?,
             receipts: receipts::Receipts::new(&store)?,
             deliveries: room_ephemeral::DeliveryQueue::default(),
-            unread_memo: unread::CountMemo::default(),
             account_data: account_data::AccountData::new(&store, notifier.clone())?,
             notifier,
             signing_key,

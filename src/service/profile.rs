@@ -88,3 +88,55 @@ impl Profiles {
         Ok(())
     }
 }
+
+impl super::Services {
+    /// Carries the user's display name and avatar into their member event in every room they
+    /// have joined, as other servers do, so that members see the change (and the display-name
+    /// push rule follows it). A room that refuses the update is skipped.
+    pub async fn propagate_profile(&self, user_id: &UserId) {
+        let result: Result<()> = async {
+            let profile = self.profiles.get(user_id)?;
+            for room_id in self.rooms.rooms_of(user_id, "join")? {
+                let Some(current) = self.rooms.state_event(
+                    &room_id,
+                    &ruma::events::StateEventType::RoomMember,
+                    user_id.as_str(),
+                )?
+                else {
+                    continue;
+                };
+                let mut content: Map<String, Value> =
+                    serde_json::from_str(current.content().get()).unwrap_or_default();
+                let mut changed = false;
+                for field in ["displayname", "avatar_url"] {
+                    let wanted = profile.get(field).cloned();
+                    if content.get(field) != wanted.as_ref() {
+                        changed = true;
+                        match wanted {
+                            Some(value) => content.insert(field.to_owned(), value),
+                            None => content.remove(field),
+                        };
+                    }
+                }
+                if !changed {
+                    continue;
+                }
+                content.insert("membership".into(), Value::from("join"));
+                content.remove("reason");
+                let event = super::rooms::NewEvent::state(
+                    ruma::events::StateEventType::RoomMember,
+                    user_id.as_str(),
+                    Value::Object(content),
+                );
+                if let Err(e) = self.rooms.append(&room_id, user_id, event, None).await {
+                    tracing::info!(error = %e, room_id = %room_id, "profile change not carried into a room");
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "carrying a profile change into rooms failed");
+        }
+    }
+}

@@ -82,6 +82,8 @@ impl Services {
             // taken again after a restart would be skipped (and the token refused as from the
             // future). Free when the writers' own flushes already cover it.
             self.store.durable_upto(upto).await?;
+            // The counts of the events returned come in the same response.
+            self.push.wait_evaluated(upto).await;
             let mut deliveries = Vec::new();
             let (response, changed) = self.sync_once(&request, upto, &mut deliveries)?;
             if changed || request.since.is_none() || request.full_state {
@@ -111,7 +113,19 @@ impl Services {
         } else {
             request.since
         };
-        let account_data = self.account_data.changes_since(user, request.since)?;
+        let mut account_data = self.account_data.changes_since(user, request.since)?;
+        // Clients learn their push rules from an initial sync, changed or not.
+        if request.since.is_none()
+            && !account_data
+                .global
+                .iter()
+                .any(|e| e["type"] == super::push::rules::PUSH_RULES_TYPE)
+        {
+            account_data.global.push(serde_json::json!({
+                "type": super::push::rules::PUSH_RULES_TYPE,
+                "content": self.push_rules_content(user)?,
+            }));
+        }
         let ignored = self.account_data.ignored_users(user)?;
         // To-device messages first: when more wait than one batch holds, `upto` moves back to
         // the last one delivered, and everything else is read up to there.

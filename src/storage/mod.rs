@@ -46,6 +46,14 @@ pub mod trees {
     pub const ROOMID_ALIASES: &str = "roomid_aliases";
     pub const ROOMID_PUBLIC: &str = "roomid_public";
     pub const USERID_ROOMID_FORGOTTEN: &str = "userid_roomid_forgotten";
+    /// user, stream position → a notification (see `service::push`).
+    pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
+    /// user, room, stream position → highlight flag and thread: what unread counts read.
+    pub const USERID_ROOMID_STREAMPOS_NOTIFY: &str = "userid_roomid_streampos_notify";
+    /// user, app ID, pushkey → pusher.
+    pub const USERID_APPID_PUSHKEY_PUSHER: &str = "userid_appid_pushkey_pusher";
+    /// user, app ID, pushkey, stream position → a push waiting for its gateway.
+    pub const PUSHER_STREAMPOS_PUSH: &str = "pusher_streampos_push";
     pub const USERID_ROOMID_TYPE_ACCOUNTDATA: &str = "userid_roomid_type_accountdata";
     pub const USERID_STREAMPOS_ACCOUNTDATA: &str = "userid_streampos_accountdata";
     pub const USERID_FILTERID_FILTER: &str = "userid_filterid_filter";
@@ -55,6 +63,18 @@ pub mod trees {
     pub const STREAMPOS_USERID_PRESENCE: &str = "streampos_userid_presence";
     pub const USERDEVICEID_STREAMPOS_TODEVICE: &str = "userdeviceid_streampos_todevice";
     pub const USERDEVICETYPETXN_TODEVICE: &str = "userdevicetypetxn_todevice";
+    /// Media metadata by (server name, media ID).
+    pub const MEDIAKEY_MEDIA: &str = "mediakey_media";
+    /// How many media items share one stored file, by SHA-256 of the content.
+    pub const SHA256_REFCOUNT: &str = "sha256_refcount";
+    /// The bytes of a user's uploads (quota).
+    pub const USERID_MEDIAUSAGE: &str = "userid_mediausage";
+    /// Every media item a user created or uploaded (admin deletion), by (user, server, media ID).
+    pub const USERID_MEDIAKEY: &str = "userid_mediakey";
+    /// Created media IDs still waiting for their content: (user, server, media ID) → expiry.
+    pub const USERID_PENDINGMEDIA: &str = "userid_pendingmedia";
+    /// Cached thumbnails, by (content SHA-256, width, height, method, animated).
+    pub const SHA256_THUMBNAIL: &str = "sha256_thumbnail";
 }
 
 /// Trees that [`Store::digest`] leaves out, because any authenticated request may change them.

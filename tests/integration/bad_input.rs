@@ -166,6 +166,10 @@ struct World {
     filter: String,
     /// The access token of a device that logged out.
     stale_token: String,
+    /// The media ID of content Alice uploaded.
+    media_done: String,
+    /// The media ID Bob created and has not uploaded yet.
+    media_pending: String,
 }
 
 const V3: &str = "/_matrix/client/v3";
@@ -371,6 +375,93 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         Endpoint::new("PUT", "/_matrix/client/v3/user/{user}/rooms/{room}/tags/{tag}", Token)
             .json(json!({ "order": 0.5 }), &[]),
         Endpoint::new("DELETE", "/_matrix/client/v3/user/{user}/rooms/{room}/tags/{tag}", Token),
+        // Push rules, notifications, pushers.
+        Endpoint::new("GET", "/_matrix/client/v3/pushrules/", Token),
+        Endpoint::new("GET", "/_matrix/client/v3/pushrules/global/", Token),
+        Endpoint::new("GET", "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}", Token)
+            .bad_param("rule_kind", "sideways")
+            .bad_param("rule_id", "org.example.nonexistent"),
+        Endpoint::new("PUT", "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}", Token)
+            .json(
+                json!({ "actions": ["notify"], "conditions": [] }),
+                &[("actions", Arr, true), ("conditions", Arr, false)],
+            )
+            .bad_param("rule_kind", "sideways")
+            .bad_param("rule_id", ".m.rule.master")
+            .bad_param("rule_id", "%2Em.rule.mine")
+            .bad_param("rule_id", "a%5Cb")
+            .bad_param("rule_id", "a%0Ab")
+            .bad_pair("rule_kind", "content", r#"{"actions":["notify"]}"#.into())
+            .bad_pair("rule_kind", "room", r#"{"actions":["notify"]}"#.into())
+            .bad_pair("rule_kind", "sender", r#"{"actions":["notify"]}"#.into())
+            .bad_body(r#"{"actions":["explode"]}"#)
+            .bad_body(r#"{"actions":["notify"],"conditions":[{"key":"type"}]}"#)
+            .bad_body(r#"{"actions":[{"set_tweak":1}]}"#)
+            .bad_query("before=org.example.nonexistent")
+            .bad_query("after=.m.rule.master")
+            .bad_query("before=a&before=b"),
+        Endpoint::new("DELETE", "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}", Token)
+            .bad_param("rule_id", ".m.rule.master")
+            .bad_param("rule_id", "org.example.nonexistent"),
+        Endpoint::new(
+            "GET",
+            "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}/enabled",
+            Token,
+        )
+        .bad_param("rule_id", "org.example.nonexistent"),
+        Endpoint::new(
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}/enabled",
+            Token,
+        )
+        .json(json!({ "enabled": false }), &[("enabled", Bool, true)])
+        .bad_param("rule_id", ".m.rule.nonexistent"),
+        Endpoint::new(
+            "GET",
+            "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}/actions",
+            Token,
+        )
+        .bad_param("rule_id", "org.example.nonexistent"),
+        Endpoint::new(
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/{rule_kind}/{rule_id}/actions",
+            Token,
+        )
+        .json(json!({ "actions": [] }), &[("actions", Arr, true)])
+        .bad_param("rule_id", ".m.rule.nonexistent")
+        .bad_body(r#"{"actions":["explode"]}"#),
+        Endpoint::new("GET", "/_matrix/client/v3/notifications", Token)
+            .query(
+                "",
+                &[("from", Stream, false), ("limit", UInt, false), ("only", Enum, false)],
+            )
+            .bad_query("limit=0x"),
+        Endpoint::new("GET", "/_matrix/client/v3/pushers", Token),
+        Endpoint::new("POST", "/_matrix/client/v3/pushers/set", Token)
+            .json(
+                json!({
+                    "pushkey": "corpus-key", "kind": "http", "app_id": "org.example.app",
+                    "app_display_name": "App", "device_display_name": "Phone", "lang": "en",
+                    "data": { "url": "https://push.example.org/_matrix/push/v1/notify" },
+                }),
+                &[
+                    ("pushkey", Str, true),
+                    ("kind", Str, false),
+                    ("app_id", Str, true),
+                    ("app_display_name", Str, true),
+                    ("device_display_name", Str, true),
+                    ("lang", Str, true),
+                    ("profile_tag", Str, false),
+                    ("data", Obj, true),
+                    ("append", Bool, false),
+                ],
+            )
+            .bad_body(r#"{"pushkey":"k","kind":"email","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{}}"#)
+            .bad_body(r#"{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{}}"#)
+            .bad_body(r#"{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{"url":"http://127.0.0.1/_matrix/push/v1/notify"}}"#)
+            .bad_body(r#"{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{"url":"https://push.example.org/elsewhere"}}"#)
+            .bad_body(r#"{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"full"}}"#)
+            .bad_body(r#"{"pushkey":"","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}"#),
         // Sync, presence, to-device, filters.
         Endpoint::new("GET", "/_matrix/client/v3/sync", Token)
             .query(
@@ -655,8 +746,68 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             json!({ "code": "000000" }),
             &[("code", Str, true)],
         ),
+        // The content repository. The valid media ID names nothing, so that no request in the
+        // corpus downloads, thumbnails or uploads anything.
+        Endpoint::new("POST", "/_matrix/media/v3/upload", Token),
+        Endpoint::new("PUT", "/_matrix/media/v3/upload/{server_name}/{media_id}", Token)
+            .bad_param("media_id", w.media_done.clone())
+            .bad_param("media_id", w.media_pending.clone())
+            .bad_param("server_name", "remote.example")
+            .bad_param("media_id", "a.b")
+            .bad_param("media_id", "m".repeat(256)),
+        Endpoint::new("POST", "/_matrix/media/v1/create", Token),
+        Endpoint::new("GET", "/_matrix/client/v1/media/config", Token),
+        Endpoint::new("GET", "/_matrix/media/v3/config", Token),
+        Endpoint::new("GET", "/_matrix/client/v1/media/download/{server_name}/{media_id}", Token)
+            .query("", &MEDIA_DOWNLOAD_PARAMS)
+            .bad_param("server_name", "remote.example")
+            .bad_param("media_id", "a.b"),
+        Endpoint::new(
+            "GET",
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
+            Token,
+        )
+        .query("", &MEDIA_DOWNLOAD_PARAMS),
+        Endpoint::new("GET", "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}", Token)
+            .query("width=32&height=32", &MEDIA_THUMBNAIL_PARAMS)
+            .bad_query("width=0&height=32")
+            .bad_query("width=32&height=0")
+            .bad_query("width=4294967296&height=32")
+            .bad_query("width=32&height=32&method=fit"),
+        Endpoint::new("GET", "/_matrix/media/v3/download/{server_name}/{media_id}", Public)
+            .query("", &MEDIA_DOWNLOAD_PARAMS)
+            // Alice's upload was made with the legacy routes switched off.
+            .bad_param("media_id", w.media_done.clone()),
+        Endpoint::new(
+            "GET",
+            "/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}",
+            Public,
+        )
+        .query("", &MEDIA_DOWNLOAD_PARAMS)
+        .bad_param("media_id", w.media_done.clone()),
+        Endpoint::new("GET", "/_matrix/media/v3/thumbnail/{server_name}/{media_id}", Public)
+            .query("width=32&height=32", &MEDIA_THUMBNAIL_PARAMS)
+            .bad_param("media_id", w.media_done.clone())
+            .bad_query("width=0&height=0"),
     ]
 }
+
+/// The query parameters of media downloads.
+const MEDIA_DOWNLOAD_PARAMS: [(&str, Ty, bool); 3] = [
+    ("timeout_ms", Ty::UInt, false),
+    ("allow_redirect", Ty::Bool, false),
+    ("allow_remote", Ty::Bool, false),
+];
+
+/// The query parameters of media thumbnails.
+const MEDIA_THUMBNAIL_PARAMS: [(&str, Ty, bool); 6] = [
+    ("width", Ty::UInt, true),
+    ("height", Ty::UInt, true),
+    ("method", Ty::Enum, false),
+    ("animated", Ty::Bool, false),
+    ("timeout_ms", Ty::UInt, false),
+    ("allow_redirect", Ty::Bool, false),
+];
 
 fn request_token_example() -> Value {
     json!({ "client_secret": "secret", "email": "someone@example.org", "send_attempt": 1 })
@@ -756,7 +907,7 @@ fn bad_segments(param: &str) -> Vec<String> {
     };
     // Parameters that are free-form strings: only what can never be valid.
     match param {
-        "kind" | "txn" | "tag" | "state_key" | "field" => {
+        "kind" | "txn" | "tag" | "state_key" | "field" | "rule_id" => {
             let mut out: Vec<String> = ["%FF", "%FF%FE", "%C0%AF", "%ED%A0%80"]
                 .iter()
                 .map(|s| s.to_string())
@@ -943,6 +1094,11 @@ fn valid_param(w: &World, name: &str) -> String {
         "txn" => "bad-input-txn".into(),
         "tag" => "u.work".into(),
         "state_key" => "org.example.key".into(),
+        "server_name" => "localhost".into(),
+        "media_id" => "NoSuchMediaInTheCorpus0000".into(),
+        "file_name" => "file.txt".into(),
+        "rule_kind" => "override".into(),
+        "rule_id" => "org.example.rule".into(),
         other => panic!("no valid value for the path parameter {other}"),
     }
 }
@@ -1584,6 +1740,31 @@ async fn world(server: &TestServer) -> World {
         .post(&format!("{V3}/logout"), Some(&stale_token), json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
+    // Media: content Alice uploaded, and a media ID Bob created but has not uploaded to.
+    let resp = server
+        .http
+        .post(server.url("/_matrix/media/v3/upload"))
+        .bearer_auth(&alice.token)
+        .header("content-type", "text/plain")
+        .body("some content")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("upload answer");
+    let media_id = |body: &Value| {
+        body["content_uri"]
+            .as_str()
+            .and_then(|u| u.rsplit('/').next())
+            .expect("content_uri")
+            .to_owned()
+    };
+    let media_done = media_id(&body);
+    let (status, body) = server
+        .post("/_matrix/media/v1/create", Some(&bob.token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let media_pending = media_id(&body);
     World {
         alice,
         alice_device,
@@ -1593,6 +1774,8 @@ async fn world(server: &TestServer) -> World {
         alias: "#bad-input:localhost".into(),
         filter,
         stale_token,
+        media_done,
+        media_pending,
     }
 }
 

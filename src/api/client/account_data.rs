@@ -47,6 +47,9 @@ pub async fn get_global(
     Path((user, kind)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     let user_id = own_user(&auth, &user)?;
+    if kind == crate::service::push::rules::PUSH_RULES_TYPE {
+        return Ok(Json(state.push_rules_content(&user_id)?));
+    }
     found(state.account_data.get(&user_id, None, &kind)?)
 }
 

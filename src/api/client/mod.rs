@@ -12,6 +12,7 @@ pub mod message;
 pub mod mfa;
 pub mod presence;
 pub mod profile;
+pub mod push;
 pub mod receipts;
 pub mod register;
 pub mod rooms;

@@ -64,6 +64,9 @@ pub async fn set_field(
         .ok_or_else(|| Error::MissingParam(format!("the body must contain {field}")))?;
     state.profiles.set_field(&user_id, &field, value)?;
     state.store.durable().await?;
+    if matches!(field.as_str(), "displayname" | "avatar_url") {
+        state.propagate_profile(&user_id).await;
+    }
     Ok(Json(json!({})))
 }
 
@@ -75,5 +78,8 @@ pub async fn delete_field(
     let user_id = own_profile(&auth, &user)?;
     state.profiles.set_field(&user_id, &field, Value::Null)?;
     state.store.durable().await?;
+    if matches!(field.as_str(), "displayname" | "avatar_url") {
+        state.propagate_profile(&user_id).await;
+    }
     Ok(Json(json!({})))
 }

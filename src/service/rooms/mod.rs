@@ -145,6 +145,8 @@ pub struct Rooms {
     last_create_ts: std::sync::atomic::AtomicU64,
     /// Room aliases and the published room directory.
     pub aliases: alias::Aliases,
+    /// Where appended events go for push-rule evaluation.
+    push_queue: crate::service::push::EvalQueue,
 }
 
 /// Maps core errors to API errors.
@@ -179,6 +181,7 @@ impl Rooms {
         notifier: Arc<Notifier>,
         state_cache_entries: usize,
         event_cache_entries: usize,
+        push_queue: crate::service::push::EvalQueue,
     ) -> Result<Self> {
         let start = crate::storage::stream::current(store)?;
         Ok(Self {
@@ -208,6 +211,7 @@ impl Rooms {
             locks: Mutex::new(HashMap::new()),
             events: event_cache::EventCache::new(event_cache_entries),
             last_create_ts: std::sync::atomic::AtomicU64::new(0),
+            push_queue,
         })
     }
 
@@ -557,6 +561,7 @@ impl Rooms {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .record(pos, &room_id);
+            self.push_queue.push(room_id.clone(), event_id.clone(), pos);
         })?;
         for (id, _, full) in plan.new {
             self.snapshots.remember(id, Arc::new(full))?;
@@ -620,6 +625,18 @@ impl Rooms {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .since(since)
+    }
+
+    /// The ID of every room the server knows.
+    pub fn room_ids(&self) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for item in self.rooms.iter() {
+            let (key, _) = item?;
+            if let Ok(room) = OwnedRoomId::try_from(String::from_utf8_lossy(&key).as_ref()) {
+                out.push(room);
+            }
+        }
+        Ok(out)
     }
 
     /// The rooms a user is in with the given membership.
