@@ -82,8 +82,6 @@ impl Services {
             // taken again after a restart would be skipped (and the token refused as from the
             // future). Free when the writers' own flushes already cover it.
             self.store.durable_upto(upto).await?;
-            // The counts of the events returned come in the same response.
-            self.push.wait_evaluated(upto).await;
             let mut deliveries = Vec::new();
             let (response, changed) = self.sync_once(&request, upto, &mut deliveries)?;
             if changed || request.since.is_none() || request.full_state {

@@ -5,7 +5,8 @@
 //! the room after what the user has read. The user has read an event when a read receipt
 //! (`m.read` or `m.read.private`, whichever is further ahead) covers it: an unthreaded receipt
 //! covers every thread, a threaded one its own thread (`main` for events outside threads).
-//! Nothing before the user's latest join counts.
+//! Nothing before the user's current membership began counts (a join that only changes a
+//! display name or avatar does not begin one).
 
 use std::collections::BTreeMap;
 
@@ -38,7 +39,7 @@ impl Services {
         per_thread: bool,
     ) -> Result<UnreadCounts> {
         let user = &reader.user_id;
-        let read = self.read_up_to(room_id, user, reader.last_join.unwrap_or(0))?;
+        let read = self.read_up_to(room_id, user, self.rooms.joined_at(room_id, user)?)?;
         let (room, threads) = self.count_notifications(room_id, user, &read, upto, per_thread)?;
         Ok(UnreadCounts { room, threads })
     }

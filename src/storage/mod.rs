@@ -46,6 +46,8 @@ pub mod trees {
     pub const ROOMID_ALIASES: &str = "roomid_aliases";
     pub const ROOMID_PUBLIC: &str = "roomid_public";
     pub const USERID_ROOMID_FORGOTTEN: &str = "userid_roomid_forgotten";
+    /// room, user → stream position where the user's current run of joins began.
+    pub const ROOMID_USERID_JOINEDAT: &str = "roomid_userid_joinedat";
     /// user, stream position → a notification (see `service::push`).
     pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
     /// user, room, stream position → highlight flag and thread: what unread counts read.

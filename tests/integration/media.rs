@@ -54,6 +54,30 @@ fn animated_gif(width: u32, height: u32, frames: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A GIF with a logical screen of `width` × `height` and `frames` frames of one pixel each: a
+/// tiny file that decoders expand to the whole screen for every frame.
+fn sparse_gif(width: u16, height: u16, frames: u32) -> Vec<u8> {
+    let mut out = b"GIF89a".to_vec();
+    out.extend(width.to_le_bytes());
+    out.extend(height.to_le_bytes());
+    // A global colour table of two colours: black and white.
+    out.extend([0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+    out.extend([0x21, 0xff, 0x0b]);
+    out.extend(b"NETSCAPE2.0");
+    out.extend([3, 1, 0, 0, 0]);
+    for i in 0..frames {
+        // A delay of 10 ms, then a 1×1 image somewhere on the top row, of colour 0.
+        out.extend([0x21, 0xf9, 4, 0, 1, 0, 0, 0]);
+        let x = (i % u32::from(width)) as u16;
+        out.push(0x2c);
+        out.extend(x.to_le_bytes());
+        out.extend([0, 0, 1, 0, 1, 0, 0]);
+        out.extend([2, 2, 0x44, 0x01, 0]);
+    }
+    out.push(0x3b);
+    out
+}
+
 /// `POST /upload`: (status, body).
 async fn upload(
     server: &TestServer,
@@ -704,8 +728,14 @@ async fn thumbnails_crop_scale_and_animate() {
     let picture = png(640, 480);
     let mxc = upload_ok(&server, &alice, "image/png", picture.clone()).await;
 
-    // crop: exactly the box.
-    for (w, h) in [(32, 32), (96, 96), (100, 300)] {
+    // crop: exactly the box, snapped down to the fixed sizes (32, 96, 240, 320, …, 1600; up to
+    // 32 exact).
+    for (w, h, want) in [
+        (32, 32, (32, 32)),
+        (96, 96, (96, 96)),
+        (100, 300, (96, 240)),
+        (20, 7, (20, 7)),
+    ] {
         let (ct, thumb, _) = thumbnail(
             &server,
             &alice,
@@ -714,15 +744,17 @@ async fn thumbnails_crop_scale_and_animate() {
         )
         .await;
         assert_eq!(ct, "image/png");
-        assert_eq!((thumb.width(), thumb.height()), (w, h));
+        assert_eq!((thumb.width(), thumb.height()), want, "{w}x{h}");
+        assert!(thumb.width() <= w && thumb.height() <= h);
     }
-    // A crop box wider than the image: as wide as the image, with the box's aspect ratio.
+    // A crop box wider than the image (800×100 snapped to 800×96): as wide as the image, with
+    // the box's aspect ratio.
     let (_, thumb, _) = thumbnail(&server, &alice, &mxc, "width=800&height=100&method=crop").await;
-    assert_eq!((thumb.width(), thumb.height()), (640, 80));
+    assert_eq!((thumb.width(), thumb.height()), (640, 76));
     // scale: inside the box, aspect ratio kept, never larger than asked.
     for (w, h, want) in [
         (320, 240, (320, 240)),
-        (100, 100, (100, 75)),
+        (100, 100, (96, 72)),
         (1000, 240, (320, 240)),
         (96, 500, (96, 72)),
     ] {
@@ -743,6 +775,20 @@ async fn thumbnails_crop_scale_and_animate() {
     let (_, _, first) = thumbnail(&server, &alice, &mxc, "width=50&height=50&method=crop").await;
     let (_, _, again) = thumbnail(&server, &alice, &mxc, "width=50&height=50&method=crop").await;
     assert_eq!(first, again);
+    // Requests that snap to the same box share one cached file.
+    let thumbs_dir = server.data.path().join("media/thumbnails");
+    let before = files_under(&thumbs_dir).len();
+    for size in [600, 601, 630, 639] {
+        let (_, thumb, _) = thumbnail(
+            &server,
+            &alice,
+            &mxc,
+            &format!("width={size}&height={size}&method=crop"),
+        )
+        .await;
+        assert_eq!((thumb.width(), thumb.height()), (480, 480));
+    }
+    assert_eq!(files_under(&thumbs_dir).len(), before + 1);
 
     // JPEG sources get JPEG thumbnails.
     let mxc_jpeg = upload_ok(
@@ -761,7 +807,7 @@ async fn thumbnails_crop_scale_and_animate() {
     .await;
     assert_eq!(
         (ct.as_str(), thumb.width(), thumb.height()),
-        ("image/jpeg", 100, 50)
+        ("image/jpeg", 96, 48)
     );
     // WebP sources too (served as PNG).
     let mxc_webp = upload_ok(
@@ -795,12 +841,13 @@ async fn thumbnails_crop_scale_and_animate() {
         .collect_frames()
         .unwrap();
     assert_eq!(frames.len(), 4);
-    assert_eq!(frames[0].buffer().dimensions(), (50, 25));
+    // 50×50 snaps to 32×32.
+    assert_eq!(frames[0].buffer().dimensions(), (32, 16));
     let (ct, thumb, _) =
         thumbnail(&server, &alice, &mxc_gif, "width=50&height=50&method=scale").await;
     assert_eq!(
         (ct.as_str(), thumb.width(), thumb.height()),
-        ("image/png", 50, 25)
+        ("image/png", 32, 16)
     );
     // Even when the box is larger, a still thumbnail is asked for: not the animated original.
     let (ct, thumb, _) = thumbnail(
@@ -875,6 +922,53 @@ async fn thumbnails_crop_scale_and_animate() {
         .await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
     }
+}
+
+#[tokio::test]
+async fn animated_thumbnails_have_a_pixel_budget() {
+    let server = TestServer::start_with(|c| c.media.thumbnail_max_source_pixels = 8_000_000).await;
+    let alice = user(&server, "alice").await;
+    // 300 frames on a 2048×2048 screen, asked for at 5999×5999 (snapped to 1600×1600): 300
+    // frames of 1600×1600 are far beyond the budget, so a still thumbnail, never larger than
+    // the snapped box.
+    let mxc = upload_ok(&server, &alice, "image/gif", sparse_gif(2048, 2048, 300)).await;
+    let (ct, thumb, _) = thumbnail(
+        &server,
+        &alice,
+        &mxc,
+        "width=5999&height=5999&method=scale&animated=true",
+    )
+    .await;
+    assert_eq!(
+        (ct.as_str(), thumb.width(), thumb.height()),
+        ("image/png", 1600, 1600)
+    );
+    // Cached as such: the same answer again.
+    let (ct, _, _) = thumbnail(
+        &server,
+        &alice,
+        &mxc,
+        "width=1700&height=1650&method=scale&animated=true",
+    )
+    .await;
+    assert_eq!(ct, "image/png");
+    // Within the budget, the same source animates: every frame, within the box.
+    let mxc = upload_ok(&server, &alice, "image/gif", sparse_gif(2048, 2048, 20)).await;
+    let (ct, _, bytes) = thumbnail(
+        &server,
+        &alice,
+        &mxc,
+        "width=300&height=300&method=crop&animated=true",
+    )
+    .await;
+    assert_eq!(ct, "image/gif");
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&bytes))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 20);
+    assert_eq!(frames[0].buffer().dimensions(), (240, 240));
 }
 
 #[tokio::test]

@@ -518,8 +518,61 @@ async fn push_rules_api_reads_changes_and_refuses() {
             .count(),
         3
     );
-    // The rules survive a restart.
-    drop(after);
+
+    // Concurrent changes all take effect.
+    let mut changes = Vec::new();
+    for i in 0..8 {
+        let path = format!("{V3}/pushrules/global/content/parallel{i}");
+        let http = server.http.clone();
+        let url = server.url(&path);
+        let token = bob.token.clone();
+        changes.push(tokio::spawn(async move {
+            http.put(url)
+                .bearer_auth(token)
+                .json(&json!({ "pattern": format!("word{i}"), "actions": ["notify"] }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for change in changes {
+        assert_eq!(change.await.expect("task").expect("sent"), 200);
+    }
+    let (_, after) = server.get(&format!("{V3}/pushrules/global/"), token).await;
+    let content = ids("content", &after);
+    for i in 0..8 {
+        assert!(content.contains(&format!("parallel{i}")), "{content:?}");
+    }
+    // Patterns are bounded.
+    let (status, body) = put("long", "", rule(&"a?".repeat(200))).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"));
+}
+
+#[tokio::test]
+async fn push_empty_body_does_not_highlight_users_without_a_display_name() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let carol = user(&server, "carol").await;
+    let (status, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{V3}/profile/{}/displayname", bob.id),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let room = group(&server, &alice, &[&bob, &carol]).await;
+    send(
+        &server,
+        &alice,
+        &room,
+        "e1",
+        json!({ "msgtype": "m.text", "body": "" }),
+    )
+    .await;
+    assert_eq!(counts(&server, &bob, &room).await, (1, 0));
 }
 
 /// What the test push gateway received, and how it answers.

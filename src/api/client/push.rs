@@ -206,6 +206,11 @@ pub async fn notifications(
             )));
         }
     };
+    // What was sent before this request is listed.
+    state
+        .push
+        .wait_evaluated(state.store.sequencer().upto())
+        .await;
     let (list, next) = state.list_notifications(
         &auth.user_id,
         auth.device_id.as_str(),

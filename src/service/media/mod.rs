@@ -603,87 +603,133 @@ impl Media {
     }
 
     /// A thumbnail of a media item's content: generated once, then served from the cache.
-    /// 400 `M_UNKNOWN` for content that is not an image we thumbnail, 413 `M_TOO_LARGE` for a
-    /// source with too many pixels.
+    /// The requested size is snapped down to a fixed set first ([`thumbnail::snap`]), so each
+    /// content has a bounded number of cached thumbnails, none larger than asked. 400
+    /// `M_UNKNOWN` for content that is not an image we thumbnail, 413 `M_TOO_LARGE` for a source
+    /// with too many pixels, 404 `M_NOT_FOUND` if the content is deleted meanwhile.
     pub async fn thumbnail(
         &self,
         content: &Content,
         request: ThumbnailRequest,
     ) -> Result<Servable> {
-        if thumbnail::source_format(&content.content_type).is_none() {
+        let Some(declared) = thumbnail::source_format(&content.content_type) else {
             return Err(Error::Unknown(
                 "cannot generate thumbnails of this content type".into(),
             ));
+        };
+        let (width, height) = (
+            thumbnail::snap(request.width),
+            thumbnail::snap(request.height),
+        );
+        let method = request.method;
+        // Cached by the (snapped) box asked for, so a cached thumbnail is found without looking
+        // at the source; only GIFs are ever animated.
+        let wants_animation = request.animated && declared == image::ImageFormat::Gif;
+        let key = thumb_key(&content.sha256, width, height, method, wants_animation);
+        let name = format!(
+            "{width}x{height}-{}{}",
+            method.as_byte() as char,
+            if wants_animation { "-animated" } else { "" }
+        );
+        let path = self.files.thumbnail_dir(&content.sha256)?.join(name);
+        // Cache hits neither decode nor wait for a permit.
+        if let Some(hit) = self.cached_thumbnail(&key, &path).await? {
+            return Ok(hit);
         }
         let source = self.files.content_path(&content.sha256)?;
         let max_pixels = self.config.media.thumbnail_max_source_pixels;
+        // The header only (cheap): a source that already fits is served without a permit.
+        let probe_path = source.clone();
+        let (format, dims) =
+            tokio::task::spawn_blocking(move || thumbnail::probe(&probe_path, max_pixels))
+                .await
+                .map_err(Error::internal)??;
+        let gif = format == image::ImageFormat::Gif;
+        let plan = thumbnail::plan(dims, width, height, method);
+        if plan == Plan::Original && !gif {
+            return self.servable(content);
+        }
         let _permit = self
             .thumbnail_permits
             .acquire()
             .await
             .map_err(Error::internal)?;
-        let probe_path = source.clone();
-        let (format, dims, animated) = tokio::task::spawn_blocking(move || {
-            let (format, dims) = thumbnail::probe(&probe_path, max_pixels)?;
-            let animated = request.animated
-                && format == image::ImageFormat::Gif
-                && thumbnail::is_animated_gif(&probe_path, max_pixels)?;
-            Ok::<_, Error>((format, dims, animated))
-        })
-        .await
-        .map_err(Error::internal)??;
-        let (width, height) =
-            match thumbnail::plan(dims, request.width, request.height, request.method) {
-                // A still thumbnail of an animated source is never the (animated) original.
-                Plan::Original if format != image::ImageFormat::Gif || animated => {
-                    return self.servable(content);
-                }
-                Plan::Original => dims,
-                Plan::Resize { width, height } => (width, height),
-            };
-        let key = thumb_key(&content.sha256, width, height, request.method, animated);
-        let name = format!(
-            "{width}x{height}-{}{}",
-            request.method.as_byte() as char,
-            if animated { "-animated" } else { "" }
-        );
-        let path = self.files.thumbnail_dir(&content.sha256)?.join(name);
-        if let Some(v) = self.thumbs.get(&key)? {
-            let record: ThumbRecord = serde_json::from_slice(&v)?;
-            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                return Ok(Servable {
-                    path,
-                    size: record.size,
-                    content_type: record.content_type,
-                    filename: None,
-                });
-            }
+        // Another request may have made it while this one waited.
+        if let Some(hit) = self.cached_thumbnail(&key, &path).await? {
+            return Ok(hit);
         }
-        let method = request.method;
+        let animated = if wants_animation && gif {
+            let path = source.clone();
+            tokio::task::spawn_blocking(move || thumbnail::is_animated_gif(&path))
+                .await
+                .map_err(Error::internal)??
+        } else {
+            false
+        };
+        let (out_width, out_height) = match plan {
+            // A still thumbnail of an animated source is never the (animated) original.
+            Plan::Original if animated => return self.servable(content),
+            Plan::Original => dims,
+            Plan::Resize { width, height } => (width, height),
+        };
         let thumb = tokio::task::spawn_blocking(move || {
             if animated {
-                thumbnail::animated_gif(&source, max_pixels, width, height, method)
-            } else {
-                thumbnail::still(&source, format, max_pixels, width, height, method)
+                let animation =
+                    thumbnail::animated_gif(&source, max_pixels, out_width, out_height, method)?;
+                // Too many frames for the pixel budgets: a still thumbnail instead.
+                if let Some(animation) = animation {
+                    return Ok(animation);
+                }
             }
+            thumbnail::still(&source, format, max_pixels, out_width, out_height, method)
         })
         .await
         .map_err(Error::internal)??;
         let temp = self.files.stage_bytes(&thumb.bytes).await?;
-        self.files.place(temp, &path).await?;
         let record = ThumbRecord {
             content_type: thumb.content_type.to_owned(),
             size: thumb.bytes.len() as u64,
             width: thumb.width,
             height: thumb.height,
         };
-        self.thumbs.put(&key, serde_json::to_vec(&record)?)?;
+        let value = serde_json::to_vec(&record)?;
+        {
+            // Under the lock deletion holds: if the last reference went while the thumbnail
+            // was made, the content and its thumbnails are gone and this one is dropped too.
+            let _guard = self.content_lock.lock().await;
+            if self.references(&content.sha256)? == 0 {
+                return Err(Error::NotFound("media not found".into()));
+            }
+            self.files.place(temp, &path).await?;
+            self.thumbs.put(&key, value)?;
+        }
         Ok(Servable {
             path,
             size: record.size,
             content_type: record.content_type,
             filename: None,
         })
+    }
+
+    /// A cached thumbnail, if its record and its file are both there.
+    async fn cached_thumbnail(
+        &self,
+        key: &[u8],
+        path: &std::path::Path,
+    ) -> Result<Option<Servable>> {
+        let Some(v) = self.thumbs.get(key)? else {
+            return Ok(None);
+        };
+        let record: ThumbRecord = serde_json::from_slice(&v)?;
+        if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        Ok(Some(Servable {
+            path: path.to_owned(),
+            size: record.size,
+            content_type: record.content_type,
+            filename: None,
+        }))
     }
 
     /// Deletes a media item (an admin action): its record, its share of the stored file (the

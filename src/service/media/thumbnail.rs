@@ -2,6 +2,9 @@
 //! pool). JPEG, PNG, GIF and WebP sources; JPEG thumbnails of JPEG sources, PNG of the others,
 //! and animated GIF thumbnails of animated GIFs when asked for.
 //!
+//! Requested sizes are first snapped down to a fixed set ([`snap`]), so that each media item has
+//! a bounded number of cached thumbnails; a snapped box is never larger than the one asked for.
+//!
 //! A thumbnail is never larger than the box asked for and never larger than the source:
 //! `scale` fits the image inside the box keeping its aspect ratio, `crop` fills the box exactly
 //! (cutting the overflow evenly from both sides), shrunk to fit inside the source when the box
@@ -15,13 +18,25 @@ use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::imageops::FilterType;
-use image::{AnimationDecoder, DynamicImage, Frame, ImageFormat, ImageReader, Limits, RgbaImage};
+use image::{
+    AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageFormat, ImageReader, Limits,
+    RgbaImage,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// The most frames an animated thumbnail keeps (the rest of a longer animation is cut).
-const MAX_FRAMES: usize = 300;
+pub const MAX_FRAMES: u64 = 300;
+/// The most pixels an animated thumbnail may have in all (frames × width × height); an
+/// animation that needs more gets a still thumbnail.
+pub const MAX_ANIMATED_OUTPUT_PIXELS: u64 = 64 << 20;
+/// The most source pixels decoding an animation for a thumbnail may produce (frames × the
+/// GIF's logical screen, at which every frame is decoded); an animation that needs more gets a
+/// still thumbnail.
+pub const MAX_ANIMATED_DECODE_PIXELS: u64 = 256 << 20;
+/// The sizes a requested dimension above the smallest of them is snapped down to.
+pub const SIZES: [u32; 11] = [32, 96, 240, 320, 480, 600, 640, 800, 1024, 1280, 1600];
 /// JPEG thumbnail quality.
 const JPEG_QUALITY: u8 = 85;
 
@@ -39,6 +54,31 @@ impl Method {
             Method::Scale => b's',
         }
     }
+}
+
+/// Snaps a requested dimension down to the largest of [`SIZES`] not above it (so at most the
+/// largest of them); dimensions up to the smallest of them stay as they are. Never larger than
+/// `requested`, and never 0.
+pub fn snap(requested: u32) -> u32 {
+    if requested <= SIZES[0] {
+        return requested.max(1);
+    }
+    SIZES
+        .iter()
+        .copied()
+        .rev()
+        .find(|&size| size <= requested)
+        .unwrap_or(SIZES[0])
+}
+
+/// How many frames of an animation whose frames are `source` pixels an animated thumbnail of
+/// `output` pixels may have: at most [`MAX_FRAMES`], within [`MAX_ANIMATED_OUTPUT_PIXELS`] in
+/// all, and within [`MAX_ANIMATED_DECODE_PIXELS`] decoded.
+pub fn animated_frame_limit(source: (u32, u32), output: (u32, u32)) -> u64 {
+    let pixels = |(w, h): (u32, u32)| u64::from(w.max(1)) * u64::from(h.max(1));
+    let by_output = MAX_ANIMATED_OUTPUT_PIXELS / pixels(output);
+    let by_decode = MAX_ANIMATED_DECODE_PIXELS / pixels(source);
+    MAX_FRAMES.min(by_output).min(by_decode)
 }
 
 /// What to serve for a thumbnail request.
@@ -200,44 +240,65 @@ pub fn still(
     })
 }
 
-/// Whether a GIF has more than one frame (reads frames until the second one).
-pub fn is_animated_gif(path: &Path, max_pixels: u64) -> Result<bool> {
-    let mut decoder = GifDecoder::new(open(path)?).map_err(cannot)?;
-    image::ImageDecoder::set_limits(&mut decoder, limits(max_pixels)).map_err(cannot)?;
-    Ok(decoder.into_frames().take(2).count() > 1)
+/// How many frames a GIF has, counting up to `up_to`: reads the frame descriptors only,
+/// skipping the image data undecoded.
+pub fn count_gif_frames(path: &Path, up_to: u64) -> Result<u64> {
+    let mut options = gif::DecodeOptions::new();
+    options.skip_frame_decoding(true);
+    let mut decoder = options.read_info(open(path)?).map_err(cannot)?;
+    let mut count = 0;
+    while count < up_to && decoder.next_frame_info().map_err(cannot)?.is_some() {
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Whether a GIF has more than one frame (counted, not decoded).
+pub fn is_animated_gif(path: &Path) -> Result<bool> {
+    Ok(count_gif_frames(path, 2)? > 1)
 }
 
 /// Makes an animated GIF thumbnail of `width` × `height`: every frame resized, the delays kept,
-/// at most [`MAX_FRAMES`] frames.
+/// at most [`MAX_FRAMES`] frames (a longer animation is cut). Frames are decoded, resized and
+/// encoded one at a time, never collected. `None`, before anything is decoded, when the
+/// animation has more frames than [`animated_frame_limit`] allows below [`MAX_FRAMES`] (too many
+/// for its size): make a still thumbnail instead.
 pub fn animated_gif(
     path: &Path,
     max_pixels: u64,
     width: u32,
     height: u32,
     method: Method,
-) -> Result<Thumbnail> {
+) -> Result<Option<Thumbnail>> {
     let mut decoder = GifDecoder::new(open(path)?).map_err(cannot)?;
-    image::ImageDecoder::set_limits(&mut decoder, limits(max_pixels)).map_err(cannot)?;
-    let mut frames = Vec::new();
-    for frame in decoder.into_frames().take(MAX_FRAMES) {
-        let frame = frame.map_err(cannot)?;
-        let delay = frame.delay();
-        let source = DynamicImage::ImageRgba8(frame.into_buffer());
-        let resized: RgbaImage = resize(&source, width, height, method).to_rgba8();
-        frames.push(Frame::from_parts(resized, 0, 0, delay));
+    decoder.set_limits(limits(max_pixels)).map_err(cannot)?;
+    let limit = animated_frame_limit(decoder.dimensions(), (width, height));
+    if limit < 2 || (limit < MAX_FRAMES && count_gif_frames(path, limit + 1)? > limit) {
+        return Ok(None);
     }
+    let frames = decoder.into_frames();
     let mut out = Cursor::new(Vec::new());
     {
         let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
         encoder.set_repeat(Repeat::Infinite).map_err(cannot)?;
-        encoder.encode_frames(frames).map_err(cannot)?;
+        // Counted above, but the decoder is the judge of what it decodes.
+        for frame in frames.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+            let frame = frame.map_err(cannot)?;
+            let delay = frame.delay();
+            let source = DynamicImage::ImageRgba8(frame.into_buffer());
+            let resized: RgbaImage = resize(&source, width, height, method).to_rgba8();
+            drop(source);
+            encoder
+                .encode_frame(Frame::from_parts(resized, 0, 0, delay))
+                .map_err(cannot)?;
+        }
     }
-    Ok(Thumbnail {
+    Ok(Some(Thumbnail {
         bytes: out.into_inner(),
         content_type: "image/gif",
         width,
         height,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -275,6 +336,57 @@ mod tests {
         assert_eq!(plan((30, 30), 32, 32, Method::Crop), Plan::Original);
         // Huge boxes cannot overflow.
         assert_eq!(dims(plan((640, 480), u32::MAX, 1, Method::Crop)), (640, 1));
+    }
+
+    #[test]
+    fn requested_sizes_are_snapped_down_to_a_fixed_set() {
+        for (asked, want) in [
+            (1, 1),
+            (0, 1),
+            (17, 17),
+            (32, 32),
+            (33, 32),
+            (95, 32),
+            (96, 96),
+            (100, 96),
+            (300, 240),
+            (320, 320),
+            (500, 480),
+            (639, 600),
+            (1000, 800),
+            (1599, 1280),
+            (1600, 1600),
+            (5999, 1600),
+            (u32::MAX, 1600),
+        ] {
+            assert_eq!(snap(asked), want, "{asked}");
+        }
+        // Never larger than asked, and a bounded number of distinct values.
+        let mut seen = std::collections::BTreeSet::new();
+        for asked in 1..=5000 {
+            let snapped = snap(asked);
+            assert!(snapped <= asked && snapped >= 1);
+            seen.insert(snapped);
+        }
+        assert_eq!(seen.len(), 32 + SIZES.len() - 1);
+    }
+
+    #[test]
+    fn animated_thumbnails_have_a_pixel_budget() {
+        // Small animations: the frame cap.
+        assert_eq!(animated_frame_limit((200, 100), (32, 16)), MAX_FRAMES);
+        // Large output frames: within the output budget.
+        let limit = animated_frame_limit((1600, 1600), (1600, 1600));
+        assert!(limit * 1600 * 1600 <= MAX_ANIMATED_OUTPUT_PIXELS && limit >= 2);
+        // A huge logical screen: within the decode budget.
+        let limit = animated_frame_limit((6000, 6000), (32, 32));
+        assert!(limit * 6000 * 6000 <= MAX_ANIMATED_DECODE_PIXELS && limit >= 2);
+        // The review's case (6000×6000 screen, 5999×5999 asked): far below 43 GB.
+        let out = (snap(5999), snap(5999));
+        let limit = animated_frame_limit((6000, 6000), out);
+        assert!(limit * u64::from(out.0) * u64::from(out.1) * 4 <= 256 << 20);
+        // Extreme sizes do not overflow and give no animation.
+        assert_eq!(animated_frame_limit((u32::MAX, u32::MAX), (1, 1)), 0);
     }
 
     #[test]

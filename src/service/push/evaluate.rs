@@ -4,31 +4,57 @@ use std::sync::Arc;
 
 use ruma::events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource};
 use ruma::events::{AnySyncTimelineEvent, StateEventType, TimelineEventType};
-use ruma::push::{
-    Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset,
-};
+use ruma::push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx};
 use ruma::serde::Raw;
-use ruma::{OwnedUserId, UInt, UserId};
+use ruma::{OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
 use super::EvalJob;
 use super::notifications::NewNotification;
+use super::rules::{self, UserRules};
 use crate::core::{Pdu, StateMap, room_version};
 use crate::error::{Error, Result};
 use crate::service::Services;
 use crate::service::receipts::{MAIN_THREAD, thread_root};
 
+/// One event, read once, that the rules of its recipients are run against.
+pub(crate) struct PushEvent {
+    pub pdu: Arc<Pdu>,
+    state: Arc<StateMap>,
+    member_count: UInt,
+    flattened: FlattenedJson,
+    pub thread: String,
+    power: Option<PushConditionPowerLevelsCtx>,
+    /// The context of the neutral user, for the rules every user shares.
+    neutral: PushConditionRoomCtx,
+    /// What each shared rule answered for this event, once asked.
+    shared: Vec<Option<bool>>,
+}
+
 /// Jobs taken from the queue at once.
 const BATCH: usize = 256;
 
-/// The actions of the first rule of `rules` that applies (none: no rule applies).
+/// The actions of the first rule of `rules` that applies (none: no rule applies). Rules shared
+/// with every user are answered from `shared` (filled on first use with `neutral`, the context
+/// of [`rules::NEUTRAL_USER`]); the others are evaluated with the member's own `context`.
 pub async fn actions_for<'a>(
-    rules: &'a Ruleset,
+    rules: &'a UserRules,
     event: &FlattenedJson,
     context: &PushConditionRoomCtx,
+    neutral: &PushConditionRoomCtx,
+    shared: &mut [Option<bool>],
 ) -> &'a [Action] {
-    for rule in rules.iter() {
-        if rule.applies(event, context).await {
+    for (rule, shared_at) in rules.set.iter().zip(&rules.shared) {
+        let applies = match shared_at.and_then(|i| shared.get_mut(i)) {
+            Some(Some(known)) => *known,
+            Some(slot) => {
+                let applies = rule.applies(event, neutral).await;
+                *slot = Some(applies);
+                applies
+            }
+            None => rule.applies(event, context).await,
+        };
+        if applies {
             return rule.actions();
         }
     }
@@ -54,8 +80,13 @@ impl Services {
                 Some(s) => match s.push_catch_up().await {
                     Ok(upto) => upto,
                     Err(e) => {
-                        tracing::warn!(error = %e, "catching up on push evaluation failed");
-                        0
+                        // Waiting syncs must not wait on events never to be evaluated.
+                        let upto = s.store.sequencer().upto();
+                        tracing::warn!(error = %e, upto, "catching up on push evaluation failed; skipping to the present");
+                        if let Err(e) = s.push.set_progress(upto) {
+                            tracing::warn!(error = %e, "recording push evaluation progress failed");
+                        }
+                        upto
                     }
                 },
                 None => return,
@@ -69,13 +100,15 @@ impl Services {
                     if job.position <= progress {
                         continue;
                     }
-                    if let Err(e) = services.evaluate_event(&job).await {
-                        tracing::warn!(error = %e, event_id = %job.event_id, "push evaluation failed");
-                    }
-                    progress = job.position;
-                    if let Err(e) = services.push.set_progress(progress) {
-                        tracing::warn!(error = %e, "recording push evaluation progress failed");
-                    }
+                    let position = job.position;
+                    services.evaluate_isolated(job).await;
+                    progress = position;
+                    services.push.advance(progress);
+                }
+                // Stored once per batch: after a crash the events of the last batch are simply
+                // evaluated again (records are keyed by position; a push may go out twice).
+                if let Err(e) = services.push.store_progress(progress) {
+                    tracing::warn!(error = %e, "recording push evaluation progress failed");
                 }
             }
         });
@@ -83,7 +116,7 @@ impl Services {
 
     /// Evaluates the events appended after the stored progress (a previous run stopped before
     /// them); returns the position evaluated up to.
-    async fn push_catch_up(&self) -> Result<u64> {
+    async fn push_catch_up(self: &Arc<Self>) -> Result<u64> {
         let from = self.push.stored_progress()?;
         let upto = self.store.sequencer().upto();
         if from < upto {
@@ -108,18 +141,44 @@ impl Services {
                 events = jobs.len(),
                 "evaluating push rules for events missed"
             );
-            for job in &jobs {
-                if let Err(e) = self.evaluate_event(job).await {
-                    tracing::warn!(error = %e, event_id = %job.event_id, "push evaluation failed");
-                }
+            for job in jobs {
+                self.evaluate_isolated(job).await;
             }
         }
         self.push.set_progress(upto)?;
         Ok(upto)
     }
 
+    /// Evaluates one event in a task of its own, so that a failure (even a panic) costs that
+    /// event's notifications and nothing more.
+    async fn evaluate_isolated(self: &Arc<Self>, job: EvalJob) {
+        let services = self.clone();
+        let event_id = job.event_id.clone();
+        let evaluation = tokio::spawn(async move { services.evaluate_event(&job).await });
+        match evaluation.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, event_id = %event_id, "push evaluation failed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, event_id = %event_id, "push evaluation panicked");
+            }
+        }
+    }
+
     /// Runs the push rules of the event's local recipients and records what notifies.
     pub(crate) async fn evaluate_event(&self, job: &EvalJob) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.evaluate_event_inner(job).await;
+        tracing::debug!(
+            event_id = %job.event_id,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "push rules evaluated"
+        );
+        result
+    }
+
+    async fn evaluate_event_inner(&self, job: &EvalJob) -> Result<()> {
         let Some(pdu) = self.rooms.pdu(&job.event_id)? else {
             return Ok(());
         };
@@ -127,72 +186,135 @@ impl Services {
         if let Some(target) = pdu.redacts() {
             self.forget_notifications_of(room_id, target)?;
         }
-        if self.rooms.redacted_by(&job.event_id)?.is_some() {
+        let Some(mut event) = self.prepare_for_push(room_id, pdu)? else {
             return Ok(());
-        }
-        let state = self.rooms.current_state(room_id)?;
+        };
         let joined = self.rooms.members(room_id, Some("join"))?;
-        let member_count = UInt::try_from(joined.len()).unwrap_or(UInt::MAX);
-        let mut recipients: Vec<OwnedUserId> = joined
-            .into_iter()
-            .filter_map(|(user, _)| OwnedUserId::try_from(user).ok())
-            .filter(|user| self.is_local(user))
-            .collect();
+        let mut recipients = Vec::new();
+        for (user, _) in joined {
+            let Ok(user) = OwnedUserId::try_from(user) else {
+                continue;
+            };
+            // Members who joined after the event (the evaluator may run behind) may not see
+            // it: it is not theirs to be notified of.
+            if self.is_local(&user) && self.rooms.joined_at(room_id, &user)? < job.position {
+                recipients.push(user);
+            }
+        }
+        let pdu = event.pdu.clone();
         // An invite notifies its (local) target, who is not a member yet.
         if *pdu.kind() == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key()
             && let Ok(target) = OwnedUserId::try_from(target)
             && self.is_local(&target)
             && !recipients.contains(&target)
-            && self.rooms.membership(room_id, &target)?.as_deref() == Some("invite")
+            && match self.rooms.membership(room_id, &target)?.as_deref() {
+                Some("invite") => true,
+                // Invited, then joined before the evaluator got here.
+                Some("join") => self.rooms.joined_at(room_id, &target)? > job.position,
+                _ => false,
+            }
         {
             recipients.push(target);
         }
-        recipients.retain(|user| user != pdu.sender());
-        if recipients.is_empty() {
-            return Ok(());
+        let mut notified = Vec::new();
+        for user in recipients {
+            if let Some(found) = self.push_actions_for(&mut event, &user).await? {
+                notified.push(found);
+            }
         }
+        if !notified.is_empty() {
+            self.record_notifications(room_id, &job.event_id, job.position, &notified)?;
+        }
+        Ok(())
+    }
+
+    /// What the rules of every recipient of one event are run against (`None`: the event is
+    /// gone or redacted, and notifies nobody).
+    pub(crate) fn prepare_for_push(
+        &self,
+        room_id: &RoomId,
+        pdu: Arc<Pdu>,
+    ) -> Result<Option<PushEvent>> {
+        if self.rooms.redacted_by(pdu.event_id())?.is_some() {
+            return Ok(None);
+        }
+        let state = self.rooms.current_state(room_id)?;
+        let member_count =
+            UInt::try_from(self.rooms.members(room_id, Some("join"))?.len()).unwrap_or(UInt::MAX);
         let raw: Raw<AnySyncTimelineEvent> =
             Raw::from_json(serde_json::value::to_raw_value(pdu.json()).map_err(Error::internal)?);
         let flattened = FlattenedJson::from_raw(&raw);
         let content: Value = serde_json::from_str(pdu.content().get())?;
         let thread = thread_root(&content).unwrap_or(MAIN_THREAD).to_owned();
         let power = self.push_power_levels(&pdu, &state)?;
-        let mut notified = Vec::new();
-        for user in recipients {
-            if self
+        let mut neutral = PushConditionRoomCtx::new(
+            room_id.to_owned(),
+            member_count,
+            OwnedUserId::try_from(rules::NEUTRAL_USER).map_err(Error::internal)?,
+            rules::NEUTRAL_USER.to_owned(),
+        );
+        if let Some(power) = &power {
+            neutral = neutral.with_power_levels(power.clone());
+        }
+        Ok(Some(PushEvent {
+            pdu,
+            state,
+            member_count,
+            flattened,
+            thread,
+            power,
+            neutral,
+            shared: vec![None; rules::reference_rules().iter().count()],
+        }))
+    }
+
+    /// What one event does for one user under their rules (`None`: it does not notify them:
+    /// their own event, from someone they ignore, or no rule says `notify`).
+    pub(crate) async fn push_actions_for(
+        &self,
+        event: &mut PushEvent,
+        user: &UserId,
+    ) -> Result<Option<NewNotification>> {
+        if user == event.pdu.sender()
+            || self
                 .account_data
-                .ignored_users(&user)?
-                .contains(pdu.sender())
-            {
-                continue;
-            }
-            let rules = self.push_rules(&user)?;
-            let display_name = self.member_display_name(&state, &user)?;
-            let mut context = PushConditionRoomCtx::new(
-                room_id.clone(),
-                member_count,
-                user.clone(),
-                display_name.unwrap_or_default(),
-            );
-            if let Some(power) = &power {
-                context = context.with_power_levels(power.clone());
-            }
-            let actions = actions_for(&rules, &flattened, &context).await;
-            if !actions.iter().any(Action::should_notify) {
-                continue;
-            }
-            notified.push(NewNotification {
-                user,
-                actions: actions.to_vec(),
-                highlight: actions.iter().any(Action::is_highlight),
-                thread: thread.clone(),
-            });
+                .ignored_users(user)?
+                .contains(event.pdu.sender())
+        {
+            return Ok(None);
         }
-        if !notified.is_empty() {
-            self.record_notifications(room_id, &job.event_id, job.position, &notified)?;
+        let rules = self.user_push_rules(user)?;
+        let display_name = self.member_display_name(&event.state, user)?;
+        let mut context = PushConditionRoomCtx::new(
+            event.pdu.room_id().to_owned(),
+            event.member_count,
+            user.to_owned(),
+            // Without a display name the display-name rule must match nothing; the user ID
+            // never occurs in a body by accident (ruma would match an empty name against an
+            // empty body).
+            display_name.unwrap_or_else(|| user.to_string()),
+        );
+        if let Some(power) = &event.power {
+            context = context.with_power_levels(power.clone());
         }
-        Ok(())
+        let actions = actions_for(
+            &rules,
+            &event.flattened,
+            &context,
+            &event.neutral,
+            &mut event.shared,
+        )
+        .await;
+        if !actions.iter().any(Action::should_notify) {
+            return Ok(None);
+        }
+        Ok(Some(NewNotification {
+            user: user.to_owned(),
+            actions: actions.to_vec(),
+            highlight: actions.iter().any(Action::is_highlight),
+            thread: event.thread.clone(),
+        }))
     }
 
     pub(crate) fn is_local(&self, user: &UserId) -> bool {

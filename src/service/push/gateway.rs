@@ -3,7 +3,7 @@
 //! exponential backoff. It sleeps until pushes are queued or a backoff ends, never on a timer
 //! that re-reads the queue. A gateway that lists a pushkey as `rejected` loses that pusher.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use ruma::events::StateEventType;
 use ruma::{OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::pushers::{Pusher, QueuedPush};
@@ -33,13 +34,22 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || a == 0
                 || a >= 240
-                || (a == 100 && (64..128).contains(&b)))
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0))
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [.., hi, lo] = segments;
+                let v4 = std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = segments[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -144,133 +154,155 @@ impl Services {
             }
         };
         let wake = self.push.pushes_queued.clone();
-        // Pushes queued before a restart go out now.
-        wake.notify_one();
         let services = Arc::downgrade(self);
         tokio::spawn(async move {
+            // Deliveries in flight, at most one per pusher; each pusher moves on as soon as its
+            // own delivery ends, whatever the others do.
+            let mut sends: JoinSet<(Delivery, Outcome)> = JoinSet::new();
+            let mut in_flight: HashSet<Vec<u8>> = HashSet::new();
             loop {
-                wake.notified().await;
-                loop {
+                let next = {
                     let Some(services) = services.upgrade() else {
                         return;
                     };
-                    let next = match services.send_due_pushes(&client).await {
-                        Ok(next) => next,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "sending pushes failed");
-                            Some(Instant::now() + Duration::from_secs(1))
+                    services.start_due_pushes(&client, &mut sends, &mut in_flight)
+                };
+                let far = Instant::now() + Duration::from_secs(86_400);
+                tokio::select! {
+                    Some(done) = sends.join_next(), if !sends.is_empty() => {
+                        let Ok((delivery, outcome)) = done else { continue };
+                        in_flight.remove(&delivery.pusher_prefix);
+                        let Some(services) = services.upgrade() else {
+                            return;
+                        };
+                        if let Err(e) = services.finish_push(delivery, outcome) {
+                            tracing::warn!(error = %e, "recording a push result failed");
                         }
-                    };
-                    drop(services);
-                    match next {
-                        // Sent some: look again at once (more may be queued behind them).
-                        Some(at) if at <= Instant::now() => continue,
-                        // Only pushers in backoff: wait for the first to end, or new pushes.
-                        Some(at) => {
-                            tokio::select! {
-                                _ = wake.notified() => {}
-                                _ = tokio::time::sleep_until(at) => {}
-                            }
-                        }
-                        None => break,
                     }
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(next.unwrap_or(far)), if next.is_some() => {}
                 }
             }
         });
     }
 
-    /// Sends the oldest queued push of every pusher not in backoff, all at once. Returns when
-    /// to look again: now (something was sent), when the first backoff ends, or `None` (the
-    /// queue is empty).
-    async fn send_due_pushes(&self, client: &reqwest::Client) -> Result<Option<Instant>> {
+    /// Starts the delivery of the oldest queued push of every pusher that has none in flight
+    /// and is not backing off. Returns when to look again without being woken: the end of the
+    /// first backoff, now (a push was dropped, the next may be due), or `None`.
+    fn start_due_pushes(
+        &self,
+        client: &reqwest::Client,
+        sends: &mut JoinSet<(Delivery, Outcome)>,
+        in_flight: &mut HashSet<Vec<u8>>,
+    ) -> Option<Instant> {
         let now = Instant::now();
-        let give_up_ms = self.config.push.give_up_after_secs.saturating_mul(1000);
         let mut next: Option<Instant> = None;
-        let mut deliveries = Vec::new();
+        let mut earliest = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         for item in self.push.pushers.iter() {
-            let (key, value) = item?;
-            let Ok(pusher) = serde_json::from_slice::<Pusher>(&value) else {
-                continue;
-            };
-            let Some(user) = key
-                .iter()
-                .position(|b| *b == keys::SEP)
-                .and_then(|at| std::str::from_utf8(&key[..at]).ok())
-                .and_then(|u| OwnedUserId::try_from(u).ok())
-            else {
-                continue;
+            let (key, value) = match item {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading pushers failed");
+                    earliest(now + Duration::from_secs(1));
+                    break;
+                }
             };
             let mut prefix = key.to_vec();
             prefix.push(keys::SEP);
-            let Some(head) = self.push.push_queue.scan_prefix(&prefix).next() else {
+            if in_flight.contains(&prefix) {
                 continue;
-            };
-            let (queue_key, raw) = head?;
+            }
             if let Some(at) = self.push.backoff.next_attempt(&prefix)
                 && at > now
             {
-                next = Some(next.map_or(at, |n| n.min(at)));
+                earliest(at);
                 continue;
             }
+            match self.next_delivery(&key, &value, prefix.clone()) {
+                Ok(Some(delivery)) => {
+                    in_flight.insert(prefix);
+                    let client = client.clone();
+                    sends.spawn(async move {
+                        let outcome = deliver(&client, &delivery.pusher, &delivery.body).await;
+                        (delivery, outcome)
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // This pusher waits; the others go on.
+                    let delay = self.push.backoff.failed(&prefix, &self.config.push);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "preparing a push failed");
+                    earliest(now + delay);
+                }
+            }
+        }
+        next
+    }
+
+    /// The next push of one pusher, ready to send (`None`: nothing queued). Pushes that cannot
+    /// be read or waited too long are dropped on the way.
+    fn next_delivery(&self, key: &[u8], value: &[u8], prefix: Vec<u8>) -> Result<Option<Delivery>> {
+        let Ok(pusher) = serde_json::from_slice::<Pusher>(value) else {
+            return Ok(None);
+        };
+        let Some(user) = key
+            .iter()
+            .position(|b| *b == keys::SEP)
+            .and_then(|at| std::str::from_utf8(&key[..at]).ok())
+            .and_then(|u| OwnedUserId::try_from(u).ok())
+        else {
+            return Ok(None);
+        };
+        let give_up_ms = self.config.push.give_up_after_secs.saturating_mul(1000);
+        let queued_pushes = self.push.push_queue.scan_prefix(prefix.clone());
+        for item in queued_pushes {
+            let (queue_key, raw) = item?;
             let Ok(queued) = serde_json::from_slice::<QueuedPush>(&raw) else {
                 self.push.push_queue.delete(&queue_key)?;
-                next = Some(now);
                 continue;
             };
             if crate::util::now_ms().saturating_sub(queued.queued_ts) > give_up_ms {
                 tracing::info!(app_id = %pusher.app_id, "dropping a push that waited too long");
                 self.push.push_queue.delete(&queue_key)?;
-                next = Some(now);
                 continue;
             }
             let body = self.push_body(&user, &pusher, &queued)?;
-            deliveries.push(Delivery {
+            return Ok(Some(Delivery {
                 pusher_prefix: prefix,
                 queue_key: queue_key.to_vec(),
                 user,
                 pusher,
                 body,
-            });
+            }));
         }
-        if deliveries.is_empty() {
-            return Ok(next);
-        }
-        let mut sends = tokio::task::JoinSet::new();
-        for delivery in deliveries {
-            let client = client.clone();
-            sends.spawn(async move {
-                let outcome = deliver(&client, &delivery.pusher, &delivery.body).await;
-                (delivery, outcome)
-            });
-        }
-        while let Some(done) = sends.join_next().await {
-            let Ok((delivery, outcome)) = done else {
-                continue;
-            };
-            match outcome {
-                Outcome::Delivered(rejected) => {
-                    self.push.push_queue.delete(&delivery.queue_key)?;
-                    self.push.backoff.forget(&delivery.pusher_prefix);
-                    for pushkey in rejected {
-                        tracing::info!(app_id = %delivery.pusher.app_id, "the gateway rejected a pushkey; removing the pusher");
-                        self.delete_pusher(&delivery.user, &delivery.pusher.app_id, &pushkey)?;
-                    }
-                }
-                Outcome::Retry(why) => {
-                    let delay = self
-                        .push
-                        .backoff
-                        .failed(&delivery.pusher_prefix, &self.config.push);
-                    tracing::warn!(app_id = %delivery.pusher.app_id, reason = %why, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
-                }
-                Outcome::Refused(why) => {
-                    tracing::warn!(app_id = %delivery.pusher.app_id, reason = %why, "the gateway refused a push; dropping it");
-                    self.push.push_queue.delete(&delivery.queue_key)?;
-                    self.push.backoff.forget(&delivery.pusher_prefix);
+        Ok(None)
+    }
+
+    /// Records how a delivery went.
+    fn finish_push(&self, delivery: Delivery, outcome: Outcome) -> Result<()> {
+        match outcome {
+            Outcome::Delivered(rejected) => {
+                self.push.push_queue.delete(&delivery.queue_key)?;
+                self.push.backoff.forget(&delivery.pusher_prefix);
+                for pushkey in rejected {
+                    tracing::info!(app_id = %delivery.pusher.app_id, "the gateway rejected a pushkey; removing the pusher");
+                    self.delete_pusher(&delivery.user, &delivery.pusher.app_id, &pushkey)?;
                 }
             }
+            Outcome::Retry(why) => {
+                let delay = self
+                    .push
+                    .backoff
+                    .failed(&delivery.pusher_prefix, &self.config.push);
+                tracing::warn!(app_id = %delivery.pusher.app_id, reason = %why, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
+            }
+            Outcome::Refused(why) => {
+                tracing::warn!(app_id = %delivery.pusher.app_id, reason = %why, "the gateway refused a push; dropping it");
+                self.push.push_queue.delete(&delivery.queue_key)?;
+                self.push.backoff.forget(&delivery.pusher_prefix);
+            }
         }
-        Ok(Some(now))
+        Ok(())
     }
 
     /// The body of `POST /_matrix/push/v1/notify` for one push.
@@ -348,6 +380,21 @@ impl Services {
     }
 }
 
+/// The largest gateway answer read.
+const MAX_ANSWER_BYTES: usize = 65_536;
+
+/// A gateway's answer body, unless it is larger than [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
+
 /// One `POST` to the gateway.
 async fn deliver(client: &reqwest::Client, pusher: &Pusher, body: &Value) -> Outcome {
     let Some(url) = pusher.url() else {
@@ -359,10 +406,9 @@ async fn deliver(client: &reqwest::Client, pusher: &Pusher, body: &Value) -> Out
     };
     let status = response.status();
     if status.is_success() {
-        let rejected = response
-            .json::<Value>()
+        let rejected = read_capped(response)
             .await
-            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .and_then(|v| v.get("rejected").cloned())
             .and_then(|r| serde_json::from_value::<Vec<String>>(r).ok())
             .unwrap_or_default();
@@ -392,6 +438,9 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "198.18.0.1",
+            "192.0.0.8",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

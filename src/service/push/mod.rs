@@ -7,9 +7,11 @@
 //! `GET /notifications` lists them, and each of the user's pushers gets a push queued for its
 //! gateway (see [`gateway`]). A redaction removes the records of the event it redacts.
 //!
-//! `/sync` waits (on a watch channel, never a timer) until the evaluator has caught up with the
-//! events it returns, so that an event and the counts it changes arrive in the same response.
-//! The evaluator's progress is stored; after a restart it evaluates what it had not reached.
+//! `/sync` does not wait for the evaluator: for the events the evaluator has not reached yet it
+//! runs the syncing user's rules itself (nothing is written), so that an event and the counts it
+//! changes arrive in the same response. `GET /notifications` waits (on a watch channel, never a
+//! timer) until the evaluator has caught up. The evaluator's progress is stored; after a restart
+//! it evaluates what it had not reached.
 
 pub mod evaluate;
 pub mod gateway;
@@ -128,16 +130,32 @@ impl Push {
     }
 
     fn set_progress(&self, position: u64) -> Result<()> {
+        self.store_progress(position)?;
+        self.advance(position);
+        Ok(())
+    }
+
+    /// Stores the evaluator's progress (done once per batch of events).
+    fn store_progress(&self, position: u64) -> Result<()> {
         self.store_meta.put(
             EVALUATED_KEY,
             crate::storage::keys::u64_be(position).to_vec(),
         )?;
+        Ok(())
+    }
+
+    /// Publishes the evaluator's progress (after each event).
+    fn advance(&self, position: u64) {
         self.evaluated.send_if_modified(|upto| {
             let moved = position > *upto;
             *upto = (*upto).max(position);
             moved
         });
-        Ok(())
+    }
+
+    /// Every event at or before this position has been evaluated (and its records written).
+    pub fn evaluated_upto(&self) -> u64 {
+        *self.evaluated.borrow()
     }
 
     /// Waits until every event up to `position` that has been queued is evaluated (at most

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::FutureExt;
 use ruma::push::Action;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
@@ -78,8 +79,12 @@ impl Counts {
     }
 }
 
-/// The most unread notifications one room's count reads (counts stop there).
+/// The most unread notifications one room's count counts (counts stop there).
 pub const MAX_COUNTED: usize = 10_000;
+/// The most events not evaluated yet that one room's count evaluates itself.
+const MAX_PENDING: usize = 1_000;
+/// The most notification records one room's count reads, read or not.
+pub const MAX_SCANNED: usize = 100_000;
 
 /// Where a user has read up to in one room: the unthreaded receipt (or their join, whichever
 /// is later) and each thread's own receipt.
@@ -192,17 +197,41 @@ impl Services {
     ) -> Result<(Counts, std::collections::BTreeMap<String, Counts>)> {
         let mut room = Counts::default();
         let mut threads: std::collections::BTreeMap<String, Counts> = Default::default();
-        let lowest = read
-            .threads
-            .values()
-            .copied()
-            .chain(std::iter::once(read.floor))
-            .min()
-            .unwrap_or(0);
-        let start = unread_key(user, room_id, lowest.saturating_add(1));
-        let end = unread_key(user, room_id, upto.saturating_add(1));
+        // Nothing at or before the floor is unread, whatever the thread.
+        let start = unread_key(user, room_id, read.floor.saturating_add(1));
+        // Records exist up to where the evaluator got; beyond it, the user's rules are run here.
+        let evaluated = self.push.evaluated_upto().min(upto);
+        let end = unread_key(user, room_id, evaluated.saturating_add(1));
+        let pending = if upto > evaluated {
+            self.rooms.timeline_range(
+                room_id,
+                evaluated.max(read.floor),
+                upto.saturating_add(1),
+                false,
+                MAX_PENDING,
+            )?
+        } else {
+            Vec::new()
+        };
+        let mut pending_events = Vec::with_capacity(pending.len());
+        // Records of events redacted by a pending redaction are still there: leave them out.
+        let mut redacted = std::collections::HashSet::new();
+        for (position, event_id) in pending {
+            if let Some(pdu) = self.rooms.pdu(&event_id)? {
+                if let Some(target) = pdu.redacts()
+                    && let Some(meta) = self.rooms.event_meta(target)?
+                {
+                    redacted.insert(meta.stream_pos);
+                }
+                pending_events.push((position, pdu));
+            }
+        }
         let prefix_len = start.len() - 8;
-        for item in self.push.unread.range(&start, &end).take(MAX_COUNTED) {
+        let mut counted = 0;
+        for item in self.push.unread.range(&start, &end).take(MAX_SCANNED) {
+            if counted == MAX_COUNTED {
+                break;
+            }
             let (key, value) = item?;
             let Some(position) = keys::read_u64_be(&key[prefix_len..]) else {
                 continue;
@@ -211,14 +240,40 @@ impl Services {
                 continue;
             };
             let thread = std::str::from_utf8(thread).unwrap_or(MAIN_THREAD);
-            if read.covers(thread, position) {
+            if read.covers(thread, position) || redacted.contains(&position) {
                 continue;
             }
+            counted += 1;
             let highlight = *flag == 1;
             if per_thread && thread != MAIN_THREAD {
                 threads.entry(thread.to_owned()).or_default().add(highlight);
             } else {
                 room.add(highlight);
+            }
+        }
+        {
+            for (position, pdu) in pending_events {
+                let Some(mut event) = self.prepare_for_push(room_id, pdu)? else {
+                    continue;
+                };
+                // ruma's evaluation never waits on anything: it is ready at once.
+                let found = self
+                    .push_actions_for(&mut event, user)
+                    .now_or_never()
+                    .transpose()?
+                    .flatten();
+                if let Some(found) = found
+                    && !read.covers(&found.thread, position)
+                {
+                    if per_thread && found.thread != MAIN_THREAD {
+                        threads
+                            .entry(found.thread)
+                            .or_default()
+                            .add(found.highlight);
+                    } else {
+                        room.add(found.highlight);
+                    }
+                }
             }
         }
         Ok((room, threads))
@@ -265,9 +320,8 @@ impl Services {
             let read = match read_cache.get(&notification.room_id) {
                 Some(read) => read.clone(),
                 None => {
-                    let joined_at = self.rooms.reader(&notification.room_id, user)?.last_join;
-                    let read =
-                        self.read_up_to(&notification.room_id, user, joined_at.unwrap_or(0))?;
+                    let joined_at = self.rooms.joined_at(&notification.room_id, user)?;
+                    let read = self.read_up_to(&notification.room_id, user, joined_at)?;
                     read_cache.insert(notification.room_id.clone(), read.clone());
                     read
                 }
@@ -289,8 +343,8 @@ impl Services {
         let upto = self.store.sequencer().upto();
         let mut total = 0;
         for room_id in self.rooms.rooms_of(user, "join")? {
-            let joined_at = self.rooms.reader(&room_id, user)?.last_join;
-            let read = self.read_up_to(&room_id, user, joined_at.unwrap_or(0))?;
+            let joined_at = self.rooms.joined_at(&room_id, user)?;
+            let read = self.read_up_to(&room_id, user, joined_at)?;
             total += self
                 .count_notifications(&room_id, user, &read, upto, false)?
                 .0

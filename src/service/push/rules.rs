@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ruma::push::{
-    Action, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule,
-    NewPushRule, NewSimplePushRule, PatternedPushRule, PushCondition, RemovePushRuleError,
-    RuleKind, Ruleset,
+    Action, AnyPushRuleRef, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule,
+    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PatternedPushRule, PushCondition,
+    RemovePushRuleError, RuleKind, Ruleset,
 };
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
@@ -26,13 +26,75 @@ const CACHE_ENTRIES: usize = 50_000;
 /// Decoded rule sets by user, dropped whenever the user changes a rule.
 #[derive(Default)]
 pub struct RulesCache {
-    by_user: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    by_user: Mutex<HashMap<OwnedUserId, Arc<UserRules>>>,
+    /// Moves on every change of any user's rules: a rule set read before a change is not
+    /// cached after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl RulesCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUserId, Arc<Ruleset>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUserId, Arc<UserRules>>> {
         // Only a cache: nothing in it can be left half-updated.
         self.by_user.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The user ID the shared rules are evaluated for: no rule of a real user names it, and no
+/// real user can have it (registration refuses capital letters).
+pub const NEUTRAL_USER: &str = "@PUSH-RULES-NEUTRAL:invalid";
+
+/// The server-default rules every user has in the same form, in rule-iteration order: the rules
+/// a user's set shares with these give the same answer for every member of a room, so the
+/// evaluator asks ruma once per event instead of once per member (see `evaluate`).
+pub fn reference_rules() -> &'static Ruleset {
+    static REFERENCE: std::sync::OnceLock<Ruleset> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| match UserId::parse(NEUTRAL_USER) {
+        Ok(user) => server_default(&user),
+        Err(_) => Ruleset::new(),
+    })
+}
+
+/// One rule as JSON, with its kind (so that rules of different kinds never compare equal).
+fn rule_json(rule: AnyPushRuleRef<'_>) -> Value {
+    let (kind, value) = match rule {
+        AnyPushRuleRef::Override(r) => ("override", serde_json::to_value(r)),
+        AnyPushRuleRef::Content(r) => ("content", serde_json::to_value(r)),
+        AnyPushRuleRef::Room(r) => ("room", serde_json::to_value(r)),
+        AnyPushRuleRef::Sender(r) => ("sender", serde_json::to_value(r)),
+        AnyPushRuleRef::Underride(r) => ("underride", serde_json::to_value(r)),
+        _ => return Value::Null,
+    };
+    match value {
+        Ok(value) => json!([kind, value]),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A user's rules, with, for each rule (in iteration order), the index of the identical
+/// reference rule when it is shared (`None`: personal, evaluated for the user alone).
+pub struct UserRules {
+    pub set: Arc<Ruleset>,
+    pub shared: Vec<Option<usize>>,
+}
+
+impl UserRules {
+    fn new(set: Ruleset) -> Self {
+        let reference: Vec<Value> = reference_rules().iter().map(rule_json).collect();
+        let shared = set
+            .iter()
+            .map(|rule| {
+                let value = rule_json(rule);
+                // The display-name condition reads the member's own name: never shared.
+                if value.to_string().contains("contains_display_name") {
+                    return None;
+                }
+                reference.iter().position(|r| *r == value && !r.is_null())
+            })
+            .collect();
+        Self {
+            set: Arc::new(set),
+            shared,
+        }
     }
 }
 
@@ -87,6 +149,26 @@ pub fn server_default(user: &UserId) -> Ruleset {
     }
     rules
 }
+
+/// The rule set in a stored `m.push_rules` content (the defaults when there is none), with the
+/// server-default rules brought up to date (the user's switches and actions of default rules
+/// are kept).
+fn rules_from(user: &UserId, stored: Option<&Value>) -> Ruleset {
+    let defaults = server_default(user);
+    let Some(stored) = stored else {
+        return defaults;
+    };
+    let mut rules = stored
+        .get("global")
+        .cloned()
+        .and_then(|g| serde_json::from_value::<Ruleset>(g).ok())
+        .unwrap_or_default();
+    rules.update_with_server_default(defaults);
+    rules
+}
+
+/// The longest `pattern` of a content rule (each is matched against every message).
+const MAX_PATTERN_BYTES: usize = 255;
 
 /// Parses the `kind` path segment of the push rules API.
 pub fn parse_kind(raw: &str) -> Result<RuleKind> {
@@ -146,6 +228,14 @@ pub fn new_rule(kind: &RuleKind, rule_id: &str, body: &Value) -> Result<NewPushR
             Some(Value::Array(list)) => list
                 .iter()
                 .map(|c| {
+                    if c.get("pattern")
+                        .and_then(Value::as_str)
+                        .is_some_and(|p| p.len() > MAX_PATTERN_BYTES)
+                    {
+                        return Err(Error::InvalidParam(format!(
+                            "condition patterns may not exceed {MAX_PATTERN_BYTES} bytes"
+                        )));
+                    }
                     if !c.get("kind").is_some_and(Value::is_string) {
                         return Err(Error::InvalidParam(
                             "every condition needs a kind string".into(),
@@ -168,6 +258,11 @@ pub fn new_rule(kind: &RuleKind, rule_id: &str, body: &Value) -> Result<NewPushR
         }
         RuleKind::Content => {
             let pattern = match body.get("pattern") {
+                Some(Value::String(p)) if p.len() > MAX_PATTERN_BYTES => {
+                    return Err(Error::InvalidParam(format!(
+                        "pattern may not exceed {MAX_PATTERN_BYTES} bytes"
+                    )));
+                }
                 Some(Value::String(p)) if !p.is_empty() => p.clone(),
                 Some(_) => {
                     return Err(Error::InvalidParam(
@@ -229,15 +324,24 @@ pub fn remove_error(e: RemovePushRuleError) -> Error {
 impl Services {
     /// The user's push rules (server defaults merged in).
     pub fn push_rules(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        Ok(self.user_push_rules(user)?.set.clone())
+    }
+
+    /// The user's push rules with what they share with every user (see [`UserRules`]).
+    pub fn user_push_rules(&self, user: &UserId) -> Result<Arc<UserRules>> {
+        use std::sync::atomic::Ordering;
         if let Some(rules) = self.push.rules.lock().get(user) {
             return Ok(rules.clone());
         }
-        let rules = Arc::new(self.load_push_rules(user)?);
+        let generation = self.push.rules.generation.load(Ordering::SeqCst);
+        let rules = Arc::new(UserRules::new(self.load_push_rules(user)?));
         let mut cache = self.push.rules.lock();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        if self.push.rules.generation.load(Ordering::SeqCst) == generation {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(user.to_owned(), rules.clone());
         }
-        cache.insert(user.to_owned(), rules.clone());
         Ok(rules)
     }
 
@@ -247,19 +351,8 @@ impl Services {
     }
 
     fn load_push_rules(&self, user: &UserId) -> Result<Ruleset> {
-        let defaults = server_default(user);
-        let Some(stored) = self.account_data.get(user, None, PUSH_RULES_TYPE)? else {
-            return Ok(defaults);
-        };
-        let mut rules = stored
-            .get("global")
-            .cloned()
-            .and_then(|g| serde_json::from_value::<Ruleset>(g).ok())
-            .unwrap_or_default();
-        // Keeps the user's switches and actions of default rules, and brings the set of
-        // default rules up to date.
-        rules.update_with_server_default(defaults);
-        Ok(rules)
+        let stored = self.account_data.get(user, None, PUSH_RULES_TYPE)?;
+        Ok(rules_from(user, stored.as_ref()))
     }
 
     /// Changes the user's push rules: `change` edits a copy, which is stored when it succeeds.
@@ -268,10 +361,11 @@ impl Services {
         user: &UserId,
         change: impl Fn(&mut Ruleset) -> Result<()>,
     ) -> Result<()> {
-        let current = (*self.push_rules(user)?).clone();
+        // The change applies to what is stored when the write happens, so that concurrent
+        // changes of one user's rules all take effect.
         self.account_data
-            .update_server_managed(user, PUSH_RULES_TYPE, |_| {
-                let mut rules = current.clone();
+            .update_server_managed(user, PUSH_RULES_TYPE, |stored| {
+                let mut rules = rules_from(user, stored);
                 change(&mut rules)?;
                 let content = json!({ "global": serde_json::to_value(&rules)? });
                 if serde_json::to_vec(&content)?.len() > MAX_RULES_BYTES {
@@ -282,7 +376,12 @@ impl Services {
                 Ok(Some(content))
             })
             .await?;
-        self.push.rules.lock().remove(user);
+        let mut cache = self.push.rules.lock();
+        self.push
+            .rules
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(user);
         Ok(())
     }
 }
@@ -323,6 +422,41 @@ mod tests {
                 ".m.rule.encrypted"
             ]
         );
+    }
+
+    #[test]
+    fn only_rules_naming_the_user_are_personal() {
+        let rules = UserRules::new(server_default(ruma::user_id!("@bob:x")));
+        let personal: Vec<_> = rules
+            .set
+            .iter()
+            .zip(&rules.shared)
+            .filter(|(_, shared)| shared.is_none())
+            .map(|(rule, _)| rule.rule_id().to_owned())
+            // (Unstable thread-subscription rules, on in builds with matrix-sdk, aside.)
+            .filter(|id| id.starts_with(".m.rule."))
+            .collect();
+        assert_eq!(
+            personal,
+            [
+                ".m.rule.invite_for_me",
+                ".m.rule.is_user_mention",
+                ".m.rule.contains_display_name",
+                ".m.rule.contains_user_name",
+            ]
+        );
+        // A default rule the user changed becomes personal.
+        let mut changed = server_default(ruma::user_id!("@bob:x"));
+        changed
+            .set_actions(RuleKind::Underride, ".m.rule.message", vec![])
+            .unwrap();
+        let rules = UserRules::new(changed);
+        let message = rules
+            .set
+            .iter()
+            .position(|r| r.rule_id() == ".m.rule.message")
+            .unwrap();
+        assert_eq!(rules.shared[message], None);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct Rooms {
     pub(crate) room_users: Tree,
     txns: Tree,
     forgotten: Tree,
+    /// room, user → the stream position where the user's current run of joins began (a join
+    /// after a join, such as a display-name change, does not move it).
+    joined_at: Tree,
     store_meta: Tree,
     pub(crate) snapshots: SnapshotStore,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
@@ -203,6 +206,7 @@ impl Rooms {
             room_users: store.tree(trees::ROOMID_USERID_MEMBERSHIP)?,
             txns: store.tree(trees::TXN_EVENTID)?,
             forgotten: store.tree(trees::USERID_ROOMID_FORGOTTEN)?,
+            joined_at: store.tree(trees::ROOMID_USERID_JOINEDAT)?,
             store_meta: store.tree(trees::META)?,
             snapshots: SnapshotStore::new(
                 store.tree(trees::SNAPSHOTID_SNAPSHOT)?,
@@ -502,6 +506,7 @@ impl Rooms {
             &self.redacted_by,
             &self.forgotten,
             &self.topological,
+            &self.joined_at,
         ];
         let transaction = || -> Result<((), u64)> {
             let pos = self.store.transact(&trees, |t| {
@@ -525,6 +530,11 @@ impl Rooms {
                 )?;
                 t[3].put(room_id.as_bytes(), info_bytes.clone())?;
                 if let Some((user, membership)) = &membership {
+                    let key = keys::pair(room_id.as_str(), user);
+                    let was_joined = t[5].get(&key)?.is_some_and(|m| m.as_ref() == b"join");
+                    if membership == "join" && !was_joined {
+                        t[12].put(&key, keys::u64_be(pos).to_vec())?;
+                    }
                     set_membership(&t[4], &t[5], &room_id, user, membership)?;
                     // A new membership (a rejoin, an invite) un-forgets the room.
                     t[10].delete(keys::pair(user, room_id.as_str()))?;
@@ -625,6 +635,15 @@ impl Rooms {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .since(since)
+    }
+
+    /// Where the user's current membership as a joined member began (0 when unknown).
+    pub fn joined_at(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
+        Ok(self
+            .joined_at
+            .get(keys::pair(room_id.as_str(), user_id.as_str()))?
+            .and_then(|v| keys::read_u64_be(&v))
+            .unwrap_or(0))
     }
 
     /// The ID of every room the server knows.

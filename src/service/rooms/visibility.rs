@@ -12,7 +12,7 @@ use crate::core::{Pdu, StateMap};
 use crate::error::{Error, Result};
 use crate::storage::keys;
 
-/// How far back a user's membership history is walked to find the start of their latest join.
+/// How far back a user's membership history is walked to find their latest join.
 const MAX_MEMBERSHIP_WALK: usize = 1000;
 
 /// A user reading a room, with what is needed to decide visibility.
@@ -21,8 +21,7 @@ pub struct Reader {
     pub user_id: OwnedUserId,
     /// Current membership (`None` if never a member or the room was forgotten).
     pub membership: Option<String>,
-    /// Stream position of the join that started the user's latest membership (later joins
-    /// that only change the display name or avatar do not count).
+    /// Stream position of the user's latest join event.
     pub last_join: Option<u64>,
     /// The user's current member event, if any.
     member_event: Option<ruma::OwnedEventId>,
@@ -77,11 +76,8 @@ impl Rooms {
             let (Some(pdu), Some(meta)) = (self.pdu(&id)?, self.event_meta(&id)?) else {
                 break;
             };
-            // The start of the latest run of joins: a join after a join (a profile change)
-            // does not start a new membership.
             if content_str(&pdu, "membership").as_deref() == Some("join") {
                 reader.last_join = Some(meta.stream_pos);
-            } else if reader.last_join.is_some() {
                 break;
             }
             next = match meta.state_before {
