@@ -14,12 +14,18 @@ pub const MAX_PROFILE_BYTES: usize = 65536;
 
 pub struct Profiles {
     tree: Tree,
+    /// One lock per user whose profile is being carried into their rooms, so that two changes
+    /// are carried one after the other (the later one last).
+    propagating: std::sync::Mutex<
+        std::collections::HashMap<ruma::OwnedUserId, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 impl Profiles {
     pub fn new(store: &Store) -> Result<Self> {
         Ok(Self {
             tree: store.tree(trees::USERID_PROFILE)?,
+            propagating: Default::default(),
         })
     }
 
@@ -94,7 +100,19 @@ impl super::Services {
     /// have joined, as other servers do, so that members see the change (and the display-name
     /// push rule follows it). A room that refuses the update is skipped.
     pub async fn propagate_profile(&self, user_id: &UserId) {
+        let lock = {
+            let mut locks = self
+                .profiles
+                .propagating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for go (the map only holds users being carried).
+            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+            locks.entry(user_id.to_owned()).or_default().clone()
+        };
+        let _carrying = lock.lock().await;
         let result: Result<()> = async {
+            // Read under the lock: a change carried later carries the latest profile.
             let profile = self.profiles.get(user_id)?;
             for room_id in self.rooms.rooms_of(user_id, "join")? {
                 let Some(current) = self.rooms.state_event(

@@ -792,3 +792,49 @@ async fn identical_rooms_created_at_once_get_their_own_ids() {
     assert_eq!(status, 200);
     assert_eq!(joined["joined_rooms"].as_array().map(Vec::len), Some(10));
 }
+
+#[tokio::test]
+async fn profile_changes_reach_member_events_in_order() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    // Concurrent changes: the member event ends with the name the profile ends with.
+    let mut changes = Vec::new();
+    for i in 0..6 {
+        let http = server.http.clone();
+        let url = server.url(&format!(
+            "/_matrix/client/v3/profile/{}/displayname",
+            alice.id
+        ));
+        let token = alice.token.clone();
+        changes.push(tokio::spawn(async move {
+            http.put(url)
+                .bearer_auth(token)
+                .json(&json!({ "displayname": format!("Alice {i}") }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for change in changes {
+        assert_eq!(change.await.expect("task").expect("sent"), 200);
+    }
+    let (_, profile) = server
+        .get(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.id),
+            Some(&alice.token),
+        )
+        .await;
+    let (status, member) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                alice.id
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["displayname"], profile["displayname"], "{member}");
+    assert_eq!(member["membership"], "join");
+}
