@@ -17,17 +17,25 @@ use crate::error::{Error, Result};
 use crate::service::Services;
 use crate::service::receipts::{MAIN_THREAD, thread_root};
 
-/// One event, read once, that the rules of its recipients are run against.
-pub(crate) struct PushEvent {
+/// What the rules of every recipient of one event are run against, read once per event (and
+/// shared, through [`Push::prepared`](super::Push), by the evaluator and every `/sync` that
+/// counts the event before the evaluator got to it).
+pub(crate) struct EventParts {
     pub pdu: Arc<Pdu>,
     state: Arc<StateMap>,
+    /// The room's joined members when the event was prepared.
+    joined: Vec<OwnedUserId>,
     member_count: UInt,
     flattened: FlattenedJson,
     pub thread: String,
     power: Option<PushConditionPowerLevelsCtx>,
     /// The context of the neutral user, for the rules every user shares.
     neutral: PushConditionRoomCtx,
-    /// What each shared rule answered for this event, once asked.
+}
+
+/// One event being evaluated: its parts, and what each shared rule answered so far.
+pub(crate) struct PushEvent {
+    pub parts: Arc<EventParts>,
     shared: Vec<Option<bool>>,
 }
 
@@ -189,19 +197,15 @@ impl Services {
         let Some(mut event) = self.prepare_for_push(room_id, pdu)? else {
             return Ok(());
         };
-        let joined = self.rooms.members(room_id, Some("join"))?;
         let mut recipients = Vec::new();
-        for (user, _) in joined {
-            let Ok(user) = OwnedUserId::try_from(user) else {
-                continue;
-            };
+        for user in &event.parts.joined {
             // Members who joined after the event (the evaluator may run behind) may not see
             // it: it is not theirs to be notified of.
-            if self.is_local(&user) && self.rooms.joined_at(room_id, &user)? < job.position {
-                recipients.push(user);
+            if self.is_local(user) && self.rooms.joined_at(room_id, user)? < job.position {
+                recipients.push(user.clone());
             }
         }
-        let pdu = event.pdu.clone();
+        let pdu = event.parts.pdu.clone();
         // An invite notifies its (local) target, who is not a member yet.
         if *pdu.kind() == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key()
@@ -239,9 +243,18 @@ impl Services {
         if self.rooms.redacted_by(pdu.event_id())?.is_some() {
             return Ok(None);
         }
+        let shared = vec![None; rules::reference_rules().iter().count()];
+        if let Some(parts) = self.push.prepared(pdu.event_id()) {
+            return Ok(Some(PushEvent { parts, shared }));
+        }
         let state = self.rooms.current_state(room_id)?;
-        let member_count =
-            UInt::try_from(self.rooms.members(room_id, Some("join"))?.len()).unwrap_or(UInt::MAX);
+        let joined: Vec<OwnedUserId> = self
+            .rooms
+            .members(room_id, Some("join"))?
+            .into_iter()
+            .filter_map(|(user, _)| OwnedUserId::try_from(user).ok())
+            .collect();
+        let member_count = UInt::try_from(joined.len()).unwrap_or(UInt::MAX);
         let raw: Raw<AnySyncTimelineEvent> =
             Raw::from_json(serde_json::value::to_raw_value(pdu.json()).map_err(Error::internal)?);
         let flattened = FlattenedJson::from_raw(&raw);
@@ -257,16 +270,18 @@ impl Services {
         if let Some(power) = &power {
             neutral = neutral.with_power_levels(power.clone());
         }
-        Ok(Some(PushEvent {
+        let parts = Arc::new(EventParts {
             pdu,
             state,
+            joined,
             member_count,
             flattened,
             thread,
             power,
             neutral,
-            shared: vec![None; rules::reference_rules().iter().count()],
-        }))
+        });
+        self.push.remember_prepared(parts.clone());
+        Ok(Some(PushEvent { parts, shared }))
     }
 
     /// What one event does for one user under their rules (`None`: it does not notify them:
@@ -276,33 +291,34 @@ impl Services {
         event: &mut PushEvent,
         user: &UserId,
     ) -> Result<Option<NewNotification>> {
-        if user == event.pdu.sender()
+        let parts = event.parts.clone();
+        if user == parts.pdu.sender()
             || self
                 .account_data
                 .ignored_users(user)?
-                .contains(event.pdu.sender())
+                .contains(parts.pdu.sender())
         {
             return Ok(None);
         }
         let rules = self.user_push_rules(user)?;
-        let display_name = self.member_display_name(&event.state, user)?;
+        let display_name = self.member_display_name(&parts.state, user)?;
         let mut context = PushConditionRoomCtx::new(
-            event.pdu.room_id().to_owned(),
-            event.member_count,
+            parts.pdu.room_id().to_owned(),
+            parts.member_count,
             user.to_owned(),
             // Without a display name the display-name rule must match nothing; the user ID
             // never occurs in a body by accident (ruma would match an empty name against an
             // empty body).
             display_name.unwrap_or_else(|| user.to_string()),
         );
-        if let Some(power) = &event.power {
+        if let Some(power) = &parts.power {
             context = context.with_power_levels(power.clone());
         }
         let actions = actions_for(
             &rules,
-            &event.flattened,
+            &parts.flattened,
             &context,
-            &event.neutral,
+            &parts.neutral,
             &mut event.shared,
         )
         .await;
@@ -313,7 +329,7 @@ impl Services {
             user: user.to_owned(),
             actions: actions.to_vec(),
             highlight: actions.iter().any(Action::is_highlight),
-            thread: event.thread.clone(),
+            thread: parts.thread.clone(),
         }))
     }
 

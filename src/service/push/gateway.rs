@@ -245,12 +245,7 @@ impl Services {
         let Ok(pusher) = serde_json::from_slice::<Pusher>(value) else {
             return Ok(None);
         };
-        let Some(user) = key
-            .iter()
-            .position(|b| *b == keys::SEP)
-            .and_then(|at| std::str::from_utf8(&key[..at]).ok())
-            .and_then(|u| OwnedUserId::try_from(u).ok())
-        else {
+        let Some(user) = super::pushers::owner_of(key) else {
             return Ok(None);
         };
         let give_up_ms = self.config.push.give_up_after_secs.saturating_mul(1000);

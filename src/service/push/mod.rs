@@ -74,7 +74,13 @@ pub struct Push {
     /// Wakes the gateway sender when pushes were queued.
     pub(crate) pushes_queued: Arc<Notify>,
     pub(crate) backoff: gateway::Backoff,
+    /// The most recently prepared events (see [`evaluate::EventParts`]), newest last.
+    prepared: std::sync::Mutex<std::collections::VecDeque<Arc<evaluate::EventParts>>>,
 }
+
+/// Prepared events kept: the evaluator and the long polls woken by one message read the same
+/// few.
+const PREPARED_EVENTS: usize = 32;
 
 /// The key in the `meta` tree of the evaluator's stored progress.
 const EVALUATED_KEY: &str = "push_evaluated_upto";
@@ -113,7 +119,26 @@ impl Push {
             store_meta,
             pushes_queued: Arc::new(Notify::new()),
             backoff: gateway::Backoff::default(),
+            prepared: Default::default(),
         })
+    }
+
+    /// The prepared parts of a recent event, if still kept.
+    pub(crate) fn prepared(&self, event_id: &ruma::EventId) -> Option<Arc<evaluate::EventParts>> {
+        let prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        prepared
+            .iter()
+            .rev()
+            .find(|p| p.pdu.event_id() == event_id)
+            .cloned()
+    }
+
+    pub(crate) fn remember_prepared(&self, parts: Arc<evaluate::EventParts>) {
+        let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if prepared.len() == PREPARED_EVENTS {
+            prepared.pop_front();
+        }
+        prepared.push_back(parts);
     }
 
     /// The handle the room service queues appended events with.

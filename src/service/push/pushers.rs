@@ -65,6 +65,13 @@ pub fn pusher_key(user: &UserId, app_id: &str, pushkey: &str) -> Vec<u8> {
     key
 }
 
+/// The user a pusher key belongs to.
+pub fn owner_of(pusher_key: &[u8]) -> Option<OwnedUserId> {
+    let at = pusher_key.iter().position(|b| *b == keys::SEP)?;
+    let user = std::str::from_utf8(&pusher_key[..at]).ok()?;
+    OwnedUserId::try_from(user).ok()
+}
+
 /// `pusher key SEP position`.
 pub fn queue_key(pusher: &[u8], position: u64) -> Vec<u8> {
     let mut key = pusher.to_vec();
@@ -261,15 +268,11 @@ impl Services {
             let Ok(pusher) = serde_json::from_slice::<Pusher>(&value) else {
                 continue;
             };
-            if pusher.app_id == app_id && pusher.pushkey == pushkey {
-                let owner = key
-                    .iter()
-                    .position(|b| *b == keys::SEP)
-                    .and_then(|at| std::str::from_utf8(&key[..at]).ok())
-                    .and_then(|u| OwnedUserId::try_from(u).ok());
-                if let Some(owner) = owner {
-                    out.push((owner, pusher));
-                }
+            if pusher.app_id == app_id
+                && pusher.pushkey == pushkey
+                && let Some(owner) = owner_of(&key)
+            {
+                out.push((owner, pusher));
             }
         }
         Ok(out)
