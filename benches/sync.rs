@@ -25,6 +25,7 @@ fn request(user: &OwnedUserId, since: Option<u64>) -> SyncRequest {
         full_state: false,
         filter: Filter::default(),
         timeout: Duration::ZERO,
+        ignored: Default::default(),
     }
 }
 

@@ -89,6 +89,9 @@ pub enum Error {
     /// An upload to a media ID that already has content: 409 `M_CANNOT_OVERWRITE_MEDIA`.
     #[error("{0}")]
     CannotOverwriteMedia(String),
+    /// A second identical reaction from the same user: 400 `M_DUPLICATE_ANNOTATION`.
+    #[error("{0}")]
+    DuplicateAnnotation(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -134,6 +137,7 @@ impl Error {
             RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
             NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             CannotOverwriteMedia(_) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
+            DuplicateAnnotation(_) => (StatusCode::BAD_REQUEST, "M_DUPLICATE_ANNOTATION"),
             Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }

@@ -280,6 +280,22 @@ fn routes() -> Routes {
         .route(&v3("/rooms/{room}/messages"), get(message::messages))
         .route(&v3("/rooms/{room}/members"), get(message::members))
         .route(&v3("/rooms/{room}/context/{event}"), get(history::context))
+        .route(
+            "/_matrix/client/v1/rooms/{room}/relations/{event}",
+            get(relations::relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room}/relations/{event}/{rel_type}",
+            get(relations::relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room}/relations/{event}/{rel_type}/{event_type}",
+            get(relations::relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room}/threads",
+            get(relations::threads),
+        )
         .route(&v3("/rooms/{room}/forget"), post(history::forget))
         .route(
             "/_matrix/client/v1/rooms/{room}/timestamp_to_event",

@@ -46,6 +46,8 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub filter: Filter,
     pub timeout: Duration,
+    /// The users the syncing user ignores (filled in by the sync itself).
+    pub ignored: std::sync::Arc<std::collections::HashSet<OwnedUserId>>,
 }
 
 /// Parses a stream token (`s<position>`), as `/sync`, `/messages` and `/context` hand out.
@@ -158,6 +160,7 @@ impl Services {
             full_state: request.full_state,
             filter,
             timeout: request.timeout,
+            ignored: std::sync::Arc::new(ignored.clone()),
         };
         let changed_rooms = request
             .since
@@ -439,6 +442,7 @@ impl Services {
         let viewer = Viewer {
             user_id: &request.user_id,
             device_id: &request.device_id,
+            ignored: request.ignored.clone(),
         };
         let page = self.rooms.paginate(
             room_id,
@@ -502,6 +506,7 @@ impl Services {
         let viewer = Viewer {
             user_id: user,
             device_id: &request.device_id,
+            ignored: request.ignored.clone(),
         };
         let in_timeline: BTreeSet<&str> = timeline
             .events

@@ -48,6 +48,12 @@ pub mod trees {
     pub const USERID_ROOMID_FORGOTTEN: &str = "userid_roomid_forgotten";
     /// room, user → stream position where the user's current run of joins began.
     pub const ROOMID_USERID_JOINEDAT: &str = "roomid_userid_joinedat";
+    /// parent event, child's stream position → the child's relation (see `service::rooms::relations`).
+    pub const EVENTID_STREAMPOS_RELATION: &str = "eventid_streampos_relation";
+    /// thread root → stream position of the thread's latest event.
+    pub const THREADROOT_LATESTPOS: &str = "threadroot_latestpos";
+    /// room, stream position of a thread's latest event → thread root: threads by activity.
+    pub const ROOMID_STREAMPOS_THREADROOT: &str = "roomid_streampos_threadroot";
     /// user, stream position → a notification (see `service::push`).
     pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
     /// user, room, stream position → highlight flag and thread: what unread counts read.

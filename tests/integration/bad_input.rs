@@ -706,6 +706,42 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         Endpoint::new("GET", "/_matrix/client/v3/rooms/{room}/context/{event}", Token)
             .query("", &[("limit", UInt, false), ("filter", Filter, false)]),
         Endpoint::new("POST", "/_matrix/client/v3/rooms/{room}/forget", Token).json(json!({}), &[]),
+        Endpoint::new("GET", "/_matrix/client/v1/rooms/{room}/relations/{event}", Token)
+            .query("", &[
+                ("from", Stream, false),
+                ("to", Stream, false),
+                ("limit", UInt, false),
+                ("dir", Enum, false),
+                ("recurse", Bool, false),
+            ]),
+        Endpoint::new(
+            "GET",
+            "/_matrix/client/v1/rooms/{room}/relations/{event}/{rel_type}",
+            Token,
+        )
+        .query("", &[
+                ("from", Stream, false),
+                ("to", Stream, false),
+                ("limit", UInt, false),
+                ("dir", Enum, false),
+                ("recurse", Bool, false),
+            ]),
+        Endpoint::new(
+            "GET",
+            "/_matrix/client/v1/rooms/{room}/relations/{event}/{rel_type}/{event_type}",
+            Token,
+        )
+        .query("", &[
+                ("from", Stream, false),
+                ("to", Stream, false),
+                ("limit", UInt, false),
+                ("dir", Enum, false),
+                ("recurse", Bool, false),
+            ]),
+        Endpoint::new("GET", "/_matrix/client/v1/rooms/{room}/threads", Token).query(
+            "",
+            &[("include", Enum, false), ("limit", UInt, false), ("from", Stream, false)],
+        ),
         Endpoint::new("GET", "/_matrix/client/v1/rooms/{room}/timestamp_to_event", Token).query(
             "ts=0&dir=f",
             &[("ts", UInt, true), ("dir", Enum, true)],
@@ -907,7 +943,7 @@ fn bad_segments(param: &str) -> Vec<String> {
     };
     // Parameters that are free-form strings: only what can never be valid.
     match param {
-        "kind" | "txn" | "tag" | "state_key" | "field" | "rule_id" => {
+        "kind" | "txn" | "tag" | "state_key" | "field" | "rule_id" | "rel_type" | "event_type" => {
             let mut out: Vec<String> = ["%FF", "%FF%FE", "%C0%AF", "%ED%A0%80"]
                 .iter()
                 .map(|s| s.to_string())
@@ -1099,6 +1135,8 @@ fn valid_param(w: &World, name: &str) -> String {
         "file_name" => "file.txt".into(),
         "rule_kind" => "override".into(),
         "rule_id" => "org.example.rule".into(),
+        "rel_type" => "m.annotation".into(),
+        "event_type" => "m.reaction".into(),
         other => panic!("no valid value for the path parameter {other}"),
     }
 }

@@ -17,6 +17,7 @@ mod presence;
 mod process;
 mod push;
 mod receipts;
+mod relations;
 mod reliability;
 mod rooms;
 mod sdk;

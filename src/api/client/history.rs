@@ -35,7 +35,7 @@ pub async fn context(
     let not_found = || Error::NotFound("no such event".into());
     let filter = parse_filter(query.filter.as_deref())?;
     let limit = query.limit.or(filter.limit).unwrap_or(10).min(MAX_CONTEXT);
-    let v = viewer(&auth);
+    let v = viewer(&state, &auth)?;
     // `limit` is shared between both sides, as the specification describes.
     let before_limit = limit / 2 + limit % 2;
     let after_limit = limit / 2;

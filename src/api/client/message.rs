@@ -64,11 +64,13 @@ pub(crate) fn visible_event(
     Ok((pdu, meta))
 }
 
-pub(crate) fn viewer(auth: &Authed) -> Viewer<'_> {
-    Viewer {
-        user_id: &auth.user_id,
-        device_id: &auth.device_id,
-    }
+/// The viewer of a request: its user and device, and the users they ignore.
+pub(crate) fn viewer<'a>(state: &AppState, auth: &'a Authed) -> Result<Viewer<'a>> {
+    Ok(Viewer::new(
+        &auth.user_id,
+        &auth.device_id,
+        state.account_data.ignored_users(&auth.user_id)?,
+    ))
 }
 
 fn check_event_type(kind: &str) -> Result<()> {
@@ -187,7 +189,7 @@ async fn get_state_inner(
         .ok_or_else(|| Error::NotFound("no such state event".into()))?;
     let event = state
         .rooms
-        .client_event(&event_id, &viewer(&auth))?
+        .client_event(&event_id, &viewer(&state, &auth)?)?
         .ok_or_else(|| Error::NotFound("no such state event".into()))?;
     if whole_event {
         Ok(Json(event))
@@ -205,7 +207,7 @@ pub async fn all_state(
     let readable = readable_state(&state, &room_id, &auth.user_id)?;
     let ids = stream_order(&state, &readable, |_| true)?;
     Ok(Json(Value::Array(
-        state.rooms.client_events(&ids, &viewer(&auth))?,
+        state.rooms.client_events(&ids, &viewer(&state, &auth)?)?,
     )))
 }
 
@@ -239,7 +241,7 @@ pub async fn get_event(
     let not_found = || Error::NotFound("no such event".into());
     let event = state
         .rooms
-        .client_event(&event_id, &viewer(&auth))?
+        .client_event(&event_id, &viewer(&state, &auth)?)?
         .ok_or_else(not_found)?;
     Ok(Json(event))
 }
@@ -298,7 +300,7 @@ pub async fn messages(
     let page = state.rooms.paginate(
         &room_id,
         &reader,
-        &viewer(&auth),
+        &viewer(&state, &auth)?,
         PageRequest {
             from,
             to,
@@ -324,7 +326,7 @@ pub async fn messages(
         let ids = stream_order(&state, &readable, |(kind, key)| {
             *kind == StateEventType::RoomMember && page.senders.iter().any(|s| s.as_str() == key)
         })?;
-        body["state"] = json!(state.rooms.client_events(&ids, &viewer(&auth))?);
+        body["state"] = json!(state.rooms.client_events(&ids, &viewer(&state, &auth)?)?);
     }
     Ok(Json(body))
 }
@@ -361,7 +363,7 @@ pub async fn members(
     })?;
     let chunk: Vec<Value> = state
         .rooms
-        .client_events(&ids, &viewer(&auth))?
+        .client_events(&ids, &viewer(&state, &auth)?)?
         .into_iter()
         .filter(|event| {
             let membership = event["content"]["membership"].as_str();

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod push;
 pub mod receipts;
 pub mod register;
+pub mod relations;
 pub mod rooms;
 pub mod session;
 pub mod sync;

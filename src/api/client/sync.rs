@@ -54,6 +54,7 @@ pub async fn sync(
             full_state: query.full_state,
             filter,
             timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
+            ignored: Default::default(),
         })
         .await?;
     Ok(Json(response))

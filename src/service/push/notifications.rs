@@ -291,10 +291,7 @@ impl Services {
     ) -> Result<(Vec<Value>, Option<u64>)> {
         let start = listing_key(user, 0);
         let end = listing_key(user, from.unwrap_or(u64::MAX));
-        let viewer = Viewer {
-            user_id: user,
-            device_id,
-        };
+        let viewer = Viewer::new(user, device_id, self.account_data.ignored_users(user)?);
         let mut read_cache: HashMap<OwnedRoomId, ReadUpTo> = HashMap::new();
         let mut out = Vec::new();
         let mut next = None;

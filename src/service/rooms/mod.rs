@@ -13,6 +13,7 @@ pub mod event_cache;
 pub mod ingest;
 pub mod power;
 pub mod read;
+pub mod relations;
 pub mod restricted;
 pub mod state;
 pub mod upgrade;
@@ -139,6 +140,12 @@ pub struct Rooms {
     /// room, user → the stream position where the user's current run of joins began (a join
     /// after a join, such as a display-name change, does not move it).
     joined_at: Tree,
+    /// parent, child's stream position → the child's relation.
+    relations: Tree,
+    /// thread root → stream position of its latest event.
+    thread_latest: Tree,
+    /// room, stream position of a thread's latest event → the thread root.
+    thread_order: Tree,
     store_meta: Tree,
     pub(crate) snapshots: SnapshotStore,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
@@ -187,7 +194,7 @@ impl Rooms {
         push_queue: crate::service::push::EvalQueue,
     ) -> Result<Self> {
         let start = crate::storage::stream::current(store)?;
-        Ok(Self {
+        let rooms = Self {
             // Before `server_name` moves into its field.
             aliases: alias::Aliases::new(store, server_name.clone())?,
             store: store.clone(),
@@ -207,6 +214,9 @@ impl Rooms {
             txns: store.tree(trees::TXN_EVENTID)?,
             forgotten: store.tree(trees::USERID_ROOMID_FORGOTTEN)?,
             joined_at: store.tree(trees::ROOMID_USERID_JOINEDAT)?,
+            relations: store.tree(trees::EVENTID_STREAMPOS_RELATION)?,
+            thread_latest: store.tree(trees::THREADROOT_LATESTPOS)?,
+            thread_order: store.tree(trees::ROOMID_STREAMPOS_THREADROOT)?,
             store_meta: store.tree(trees::META)?,
             snapshots: SnapshotStore::new(
                 store.tree(trees::SNAPSHOTID_SNAPSHOT)?,
@@ -216,7 +226,9 @@ impl Rooms {
             events: event_cache::EventCache::new(event_cache_entries),
             last_create_ts: std::sync::atomic::AtomicU64::new(0),
             push_queue,
-        })
+        };
+        rooms.index_existing_relations()?;
+        Ok(rooms)
     }
 
     fn room_lock(&self, room_id: &RoomId) -> Result<Arc<tokio::sync::Mutex<()>>> {
@@ -414,6 +426,7 @@ impl Rooms {
         if let Some(redacted) = pdu.redacts() {
             self.check_redaction(&pdu, redacted, &state)?;
         }
+        self.check_new_relation(&pdu)?;
         let plan = self.local_plan(info, &pdu, &state)?;
         self.persist(info, &pdu, plan, txn)?;
         Ok(pdu)
@@ -493,6 +506,7 @@ impl Rooms {
         let pdu_bytes = serde_json::to_vec(pdu)?;
         let info_bytes = serde_json::to_vec(&new_info)?;
         let txn_key = txn.as_ref().map(|t| txn_key(pdu.sender(), t, &room_id));
+        let relation_write = self.relation_write(pdu)?;
         let trees = [
             &self.pdus,
             &self.meta,
@@ -507,6 +521,9 @@ impl Rooms {
             &self.forgotten,
             &self.topological,
             &self.joined_at,
+            &self.relations,
+            &self.thread_latest,
+            &self.thread_order,
         ];
         let transaction = || -> Result<((), u64)> {
             let pos = self.store.transact(&trees, |t| {
@@ -548,6 +565,7 @@ impl Rooms {
                 if let Some(target) = pdu.redacts() {
                     t[9].put(target.as_bytes(), event_id.as_bytes().to_vec())?;
                 }
+                Self::apply_relation_write(&relation_write, &room_id, pos, &t[13], &t[14], &t[15])?;
                 Ok(pos)
             })?;
             Ok(((), pos))

@@ -1,6 +1,9 @@
 //! Events as clients see them: the client format, redaction applied, `unsigned` filled in.
 
-use ruma::{EventId, UserId};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ruma::{EventId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{EventMeta, Rooms};
@@ -8,10 +11,22 @@ use crate::core::Pdu;
 use crate::error::{Error, Result};
 use crate::util::now_ms;
 
-/// Who is reading: the user and the device (for `transaction_id`).
+/// Who is reading: the user, the device (for `transaction_id`) and the users they ignore (whose
+/// events do not count in bundled aggregations).
 pub struct Viewer<'a> {
     pub user_id: &'a UserId,
     pub device_id: &'a str,
+    pub ignored: Arc<HashSet<OwnedUserId>>,
+}
+
+impl<'a> Viewer<'a> {
+    pub fn new(user_id: &'a UserId, device_id: &'a str, ignored: HashSet<OwnedUserId>) -> Self {
+        Self {
+            user_id,
+            device_id,
+            ignored: Arc::new(ignored),
+        }
+    }
 }
 
 impl Rooms {
@@ -20,7 +35,19 @@ impl Rooms {
         let (Some(pdu), Some(meta)) = (self.pdu(event_id)?, self.event_meta(event_id)?) else {
             return Ok(None);
         };
-        self.format(&pdu, &meta, viewer, true).map(Some)
+        self.format_at(&pdu, &meta, viewer, 0).map(Some)
+    }
+
+    /// An event in the client format, with its bundled aggregations when `depth` (how deep in
+    /// another event's bundle it is) allows them.
+    pub(super) fn format_at(
+        &self,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        viewer: &Viewer<'_>,
+        depth: u8,
+    ) -> Result<Value> {
+        self.format(pdu, meta, viewer, true, depth)
     }
 
     fn format(
@@ -29,6 +56,7 @@ impl Rooms {
         meta: &EventMeta,
         viewer: &Viewer<'_>,
         with_redaction: bool,
+        depth: u8,
     ) -> Result<Value> {
         let mut unsigned = Map::new();
         let redaction = if with_redaction {
@@ -48,14 +76,20 @@ impl Rooms {
         {
             unsigned.insert("transaction_id".into(), json!(txn));
         }
+        let redacted = redaction.is_some();
         if let Some(redaction_id) = redaction
             && let (Some(r_pdu), Some(r_meta)) =
                 (self.pdu(&redaction_id)?, self.event_meta(&redaction_id)?)
         {
             unsigned.insert(
                 "redacted_because".into(),
-                self.format(&r_pdu, &r_meta, viewer, false)?,
+                self.format(&r_pdu, &r_meta, viewer, false, u8::MAX)?,
             );
+        }
+        if with_redaction
+            && let Some(relations) = self.aggregations(pdu, redacted, viewer, depth)?
+        {
+            unsigned.insert("m.relations".into(), relations);
         }
         let own_member_event = *pdu.kind() == ruma::events::TimelineEventType::RoomMember
             && pdu.state_key() == Some(viewer.user_id.as_str());
@@ -185,7 +219,7 @@ impl Rooms {
                     continue;
                 }
                 page.senders.insert(pdu.sender().to_owned());
-                page.chunk.push(self.format(&pdu, &meta, viewer, true)?);
+                page.chunk.push(self.format_at(&pdu, &meta, viewer, 0)?);
                 if page.chunk.len() == request.limit || scanned >= MAX_SCAN {
                     page.end = Some(pos);
                     return Ok(page);
