@@ -233,6 +233,10 @@ fn routes() -> Routes {
             get(presence::get_status).put(presence::set_status),
         )
         .route(&v3("/sendToDevice/{kind}/{txn}"), put(to_device::send))
+        .route(&v3("/keys/upload"), post(keys::upload))
+        .route(&v3("/keys/query"), post(keys::query))
+        .route(&v3("/keys/claim"), post(keys::claim))
+        .route(&v3("/keys/changes"), get(keys::changes))
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))

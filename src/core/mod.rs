@@ -7,11 +7,13 @@
 //! - [`auth`]: auth event selection and the authorisation rules, over `ruma-state-res`.
 //! - [`state`]: auth chains and state resolution v2, over `ruma-state-res`.
 //! - [`room_version`]: which room versions we speak and their rules.
+//! - [`keys`]: checks on uploaded end-to-end encryption keys (owner, device, signatures).
 //! - [`relation`]: event relationships (`m.relates_to`) and the rules for aggregating them.
 
 pub mod auth;
 pub mod error;
 pub mod filter;
+pub mod keys;
 pub mod pdu;
 pub mod relation;
 pub mod room_version;

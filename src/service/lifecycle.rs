@@ -115,6 +115,10 @@ impl Services {
             })?;
         // After the devices are gone, so that no new message can reach their inboxes.
         self.to_device.remove_devices(user_id, &targets)?;
+        // Their keys go too, and the user's contacts learn that the device list changed.
+        if self.keys.remove_devices(user_id, &targets).await? {
+            self.announce_key_change(user_id)?;
+        }
         // A logged-out device gets no more pushes.
         for pusher in self.pushers(user_id)? {
             if pusher

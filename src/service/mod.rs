@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod devices;
 pub mod filters;
+pub mod keys;
 pub mod lifecycle;
 pub mod mail;
 pub mod media;
@@ -66,6 +67,8 @@ pub struct Services {
     pub push: push::Push,
     /// The content repository.
     pub media: media::Media,
+    /// End-to-end encryption keys and device-list changes.
+    pub keys: keys::Keys,
 }
 
 impl Services {
@@ -101,6 +104,7 @@ impl Services {
             )?,
             push,
             filters: filters::Filters::new(&store)?,
+            keys: keys::Keys::new(&store)?,
             typing: typing::Typing::new(&store, notifier.clone())?,
             receipts: receipts::Receipts::new(&store)?,
             deliveries: room_ephemeral::DeliveryQueue::default(),

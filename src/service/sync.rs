@@ -233,6 +233,10 @@ impl Services {
             }
         }
         let global_data = filter_account_data(&request.filter.account_data, &account_data.global);
+        let device_lists = match request.since {
+            Some(since) => self.device_list_changes(user, since, upto)?,
+            None => Default::default(),
+        };
         let changed = !(join.is_empty()
             && invite.is_empty()
             && knock.is_empty()
@@ -240,16 +244,19 @@ impl Services {
             && global_data.is_empty()
             && presence.is_empty()
             && to_device.events.is_empty()
-            && !to_device.limited);
+            && !to_device.limited
+            && device_lists.changed.is_empty()
+            && device_lists.left.is_empty());
         let response = json!({
             "next_batch": token(upto),
             "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
             "account_data": { "events": global_data },
             "presence": { "events": presence },
             "to_device": { "events": to_device.events },
-            "device_lists": { "changed": [], "left": [] },
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            "device_lists": { "changed": device_lists.changed, "left": device_lists.left },
+            "device_one_time_keys_count": self.keys.one_time_key_counts(user, &request.device_id)?,
+            "device_unused_fallback_key_types":
+                self.keys.unused_fallback_key_types(user, &request.device_id)?,
         });
         Ok((response, changed))
     }

@@ -54,6 +54,16 @@ pub mod trees {
     pub const THREADROOT_LATESTPOS: &str = "threadroot_latestpos";
     /// room, stream position of a thread's latest event → thread root: threads by activity.
     pub const ROOMID_STREAMPOS_THREADROOT: &str = "roomid_streampos_threadroot";
+    /// user, device → the device's identity keys as uploaded.
+    pub const USERID_DEVICEID_DEVICEKEYS: &str = "userid_deviceid_devicekeys";
+    /// user, device, `<algorithm>:<key id>` → an unclaimed one-time key.
+    pub const USERID_DEVICEID_KEYID_ONETIMEKEY: &str = "userid_deviceid_keyid_onetimekey";
+    /// user, device, algorithm → the device's fallback key and whether it was used.
+    pub const USERID_DEVICEID_ALGORITHM_FALLBACKKEY: &str = "userid_deviceid_algorithm_fallbackkey";
+    /// stream position → the user whose devices or keys changed there.
+    pub const STREAMPOS_USERID_KEYCHANGE: &str = "streampos_userid_keychange";
+    /// user → the stream position of their latest key change.
+    pub const USERID_KEYCHANGEPOS: &str = "userid_keychangepos";
     /// user, stream position → a notification (see `service::push`).
     pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
     /// user, room, stream position → highlight flag and thread: what unread counts read.
@@ -417,6 +427,26 @@ impl Tree {
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
         self.shared.check(self.inner.remove(key))?;
         Ok(())
+    }
+
+    /// Replaces an entry only if it still holds `old` (`None`: absent); `new` `None` removes it.
+    /// Says whether it was replaced.
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        old: Option<&[u8]>,
+        new: Option<impl Into<Bytes>>,
+    ) -> Result<bool, StorageError> {
+        let result =
+            self.shared
+                .check(self.inner.compare_and_swap(key, old, new.map(Into::into)))?;
+        Ok(result.is_ok())
+    }
+
+    /// Removes an entry and returns what it held. Atomic: of concurrent callers taking the same
+    /// key, exactly one gets the value.
+    pub fn take(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
+        self.shared.check(self.inner.remove(key))
     }
 
     /// All entries whose key starts with `prefix`, in key order.

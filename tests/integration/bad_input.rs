@@ -484,6 +484,38 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             .bad_body(r#"{"presence":"bogus"}"#)
             .bad_body(r#"{"presence":""}"#)
             .bad_body(format!(r#"{{"presence":"online","status_msg":"{}"}}"#, "m".repeat(5000))),
+        Endpoint::new("POST", "/_matrix/client/v3/keys/upload", Token)
+            .json(
+                json!({}),
+                &[
+                    ("device_keys", Obj, false),
+                    ("one_time_keys", Obj, false),
+                    ("fallback_keys", Obj, false),
+                ],
+            )
+            .bad_body(r#"{"device_keys":{"user_id":"@someone:localhost"}}"#)
+            .bad_body(r#"{"one_time_keys":{"nocolon":"k"}}"#)
+            .bad_body(r#"{"one_time_keys":{"signed_curve25519:A":{"key":1}}}"#)
+            .bad_body(r#"{"fallback_keys":{":A":"k"}}"#),
+        Endpoint::new("POST", "/_matrix/client/v3/keys/query", Token)
+            .json(
+                json!({ "device_keys": { bob: [] } }),
+                &[("device_keys", Obj, true), ("timeout", UInt, false)],
+            )
+            .bad_body(r#"{"device_keys":{"not-a-user":[]}}"#)
+            .bad_body(format!(r#"{{"device_keys":{{"{bob}":"device"}}}}"#)),
+        Endpoint::new("POST", "/_matrix/client/v3/keys/claim", Token)
+            .json(
+                json!({ "one_time_keys": { bob: { "DEVICE": "signed_curve25519" } } }),
+                &[("one_time_keys", Obj, true), ("timeout", UInt, false)],
+            )
+            .bad_body(r#"{"one_time_keys":{"not-a-user":{}}}"#)
+            .bad_body(format!(r#"{{"one_time_keys":{{"{bob}":{{"DEVICE":""}}}}}}"#))
+            .bad_body(format!(r#"{{"one_time_keys":{{"{bob}":{{"DEVICE":1}}}}}}"#)),
+        Endpoint::new("GET", "/_matrix/client/v3/keys/changes", Token).query(
+            "from=s0&to=s0",
+            &[("from", Stream, true), ("to", Stream, true)],
+        ),
         Endpoint::new("PUT", "/_matrix/client/v3/sendToDevice/{kind}/{txn}", Token)
             .json(
                 json!({ "messages": { bob: { "*": { "a": 1 } } } }),

@@ -12,6 +12,7 @@ mod directory;
 mod email;
 mod errors;
 mod fuzz_smoke;
+mod keys;
 mod media;
 mod presence;
 mod process;

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod discovery;
 pub mod filter;
 pub mod history;
+pub mod keys;
 pub mod membership;
 pub mod message;
 pub mod mfa;

@@ -1,0 +1,180 @@
+//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, `/keys/changes`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::message::parse_token;
+use crate::api::extract::{AppState, Auth, JsonBody, Query, parse_user_id};
+use crate::error::{Error, Result};
+use crate::service::keys::Upload;
+
+/// The most users or devices one query or claim may name.
+const MAX_TARGETS: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct UploadBody {
+    device_keys: Option<Value>,
+    #[serde(default)]
+    one_time_keys: Option<Map<String, Value>>,
+    #[serde(default)]
+    fallback_keys: Option<Map<String, Value>>,
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    JsonBody(body, _): JsonBody<UploadBody>,
+) -> Result<Json<Value>> {
+    let uploaded = state
+        .keys
+        .upload(
+            &auth.user_id,
+            &auth.device_id,
+            Upload {
+                device_keys: body.device_keys.filter(|v| !v.is_null()),
+                one_time_keys: body.one_time_keys.unwrap_or_default(),
+                fallback_keys: body.fallback_keys.unwrap_or_default(),
+            },
+        )
+        .await?;
+    if uploaded.device_keys_changed {
+        state.announce_key_change(&auth.user_id)?;
+    }
+    Ok(Json(
+        json!({ "one_time_key_counts": uploaded.one_time_key_counts }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct QueryBody {
+    device_keys: BTreeMap<String, Vec<String>>,
+    #[allow(dead_code)]
+    timeout: Option<u64>,
+}
+
+/// The device keys of local users (all their devices, or those listed), each with the device's
+/// display name. Remote users are reported under `failures` until federation exists.
+pub async fn query(
+    State(state): State<AppState>,
+    Auth(_auth): Auth,
+    JsonBody(body, _): JsonBody<QueryBody>,
+) -> Result<Json<Value>> {
+    if body.device_keys.len() > MAX_TARGETS {
+        return Err(Error::InvalidParam(format!(
+            "at most {MAX_TARGETS} users per query"
+        )));
+    }
+    let mut device_keys = Map::new();
+    let mut failures = Map::new();
+    for (user, devices) in &body.device_keys {
+        let user_id = parse_user_id(user)?;
+        if user_id.server_name() != state.config.server_name.as_str() {
+            failures.insert(
+                user_id.server_name().to_string(),
+                json!({ "errcode": "M_UNAVAILABLE", "error": "federation is not available" }),
+            );
+            continue;
+        }
+        let mut found = Map::new();
+        for (device_id, mut keys) in state.keys.all_device_keys(&user_id)? {
+            if !devices.is_empty() && !devices.contains(&device_id) {
+                continue;
+            }
+            let Some(device) = state.devices.get(&user_id, &device_id)? else {
+                continue;
+            };
+            if let Some(name) = device.display_name
+                && let Some(object) = keys.as_object_mut()
+                && let Some(unsigned) = object
+                    .entry("unsigned")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+            {
+                unsigned.insert("device_display_name".into(), json!(name));
+            }
+            found.insert(device_id, keys);
+        }
+        device_keys.insert(user_id.to_string(), Value::Object(found));
+    }
+    Ok(Json(json!({
+        "device_keys": device_keys,
+        "failures": failures,
+        "master_keys": {},
+        "self_signing_keys": {},
+        "user_signing_keys": {},
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ClaimBody {
+    one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
+    #[allow(dead_code)]
+    timeout: Option<u64>,
+}
+
+/// One key per (user, device, algorithm): a one-time key, or the fallback key when none is left.
+pub async fn claim(
+    State(state): State<AppState>,
+    Auth(_auth): Auth,
+    JsonBody(body, _): JsonBody<ClaimBody>,
+) -> Result<Json<Value>> {
+    let targets: usize = body.one_time_keys.values().map(BTreeMap::len).sum();
+    if targets > MAX_TARGETS {
+        return Err(Error::InvalidParam(format!(
+            "at most {MAX_TARGETS} devices per claim"
+        )));
+    }
+    let mut claimed = Map::new();
+    let mut failures = Map::new();
+    for (user, devices) in &body.one_time_keys {
+        let user_id = parse_user_id(user)?;
+        if user_id.server_name() != state.config.server_name.as_str() {
+            failures.insert(
+                user_id.server_name().to_string(),
+                json!({ "errcode": "M_UNAVAILABLE", "error": "federation is not available" }),
+            );
+            continue;
+        }
+        let mut for_user = Map::new();
+        for (device_id, algorithm) in devices {
+            if algorithm.is_empty() || algorithm.len() > 255 || algorithm.contains(':') {
+                return Err(Error::InvalidParam(format!(
+                    "{algorithm:?} is not a key algorithm"
+                )));
+            }
+            if let Some((key_id, key)) = state.keys.claim(&user_id, device_id, algorithm)? {
+                for_user.insert(device_id.clone(), json!({ key_id: key }));
+            }
+        }
+        if !for_user.is_empty() {
+            claimed.insert(user_id.to_string(), Value::Object(for_user));
+        }
+    }
+    Ok(Json(
+        json!({ "one_time_keys": claimed, "failures": failures }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    from: String,
+    to: String,
+}
+
+/// Users whose device lists changed between two sync tokens, and users no longer sharing a room.
+pub async fn changes(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    Query(query): Query<ChangesQuery>,
+) -> Result<Json<Value>> {
+    let from = parse_token(&query.from)?;
+    let to = parse_token(&query.to)?.min(state.store.sequencer().upto());
+    let lists = state.device_list_changes(&auth.user_id, from, to)?;
+    Ok(Json(
+        json!({ "changed": lists.changed, "left": lists.left }),
+    ))
+}

@@ -1,0 +1,428 @@
+//! End-to-end encryption key distribution over raw HTTP: device keys, one-time and fallback keys,
+//! claims, and device-list changes in `/sync` and `/keys/changes`.
+
+use base64::Engine;
+use ruma::CanonicalJsonObject;
+use ruma::signatures::Ed25519KeyPair;
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, User, create_room, errcode, join, spawn_long_poll, user};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+/// The device ID behind a user's token.
+async fn device_of(server: &TestServer, u: &User) -> String {
+    let (_, body) = server
+        .get("/_matrix/client/v3/account/whoami", Some(&u.token))
+        .await;
+    body["device_id"].as_str().unwrap().to_owned()
+}
+
+/// Device keys for `user`/`device`, self-signed by a new ed25519 key.
+fn device_keys(user: &str, device: &str) -> Value {
+    let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device.to_owned()).unwrap();
+    let keys = json!({
+        "user_id": user,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): B64.encode([7u8; 32]),
+            format!("ed25519:{device}"): B64.encode(pair.public_key()),
+        },
+    });
+    let mut object: CanonicalJsonObject = serde_json::from_value(keys).unwrap();
+    ruma::signatures::sign_json(user, &pair, &mut object).unwrap();
+    serde_json::to_value(object).unwrap()
+}
+
+fn otks(prefix: &str, n: usize) -> Value {
+    let mut keys = serde_json::Map::new();
+    for i in 0..n {
+        keys.insert(
+            format!("signed_curve25519:{prefix}{i}"),
+            json!({ "key": format!("key-{prefix}-{i}") }),
+        );
+    }
+    Value::Object(keys)
+}
+
+async fn upload(server: &TestServer, u: &User, body: Value) -> (u16, Value) {
+    server
+        .post("/_matrix/client/v3/keys/upload", Some(&u.token), body)
+        .await
+}
+
+async fn sync_token(server: &TestServer, u: &User) -> String {
+    let (_, body) = server.get("/_matrix/client/v3/sync", Some(&u.token)).await;
+    body["next_batch"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn device_keys_are_checked_stored_and_queried() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let device = device_of(&server, &alice).await;
+    let keys = device_keys(&alice.id, &device);
+
+    // Refused: another user's or device's keys, a broken signature, a wrong shape.
+    for (bad, label) in [
+        (device_keys(&bob.id, &device), "other user"),
+        (device_keys(&alice.id, "OTHERDEVICE"), "other device"),
+        (
+            {
+                let mut k = keys.clone();
+                k["keys"][format!("curve25519:{device}")] = json!("tampered");
+                k
+            },
+            "tampered",
+        ),
+        (json!({ "user_id": alice.id }), "no keys"),
+        (json!("keys"), "not an object"),
+    ] {
+        let (status, body) = upload(&server, &alice, json!({ "device_keys": bad })).await;
+        assert_eq!(status, 400, "{label}: {body}");
+        assert!(
+            ["M_INVALID_PARAM", "M_BAD_JSON"].contains(&errcode(&body)),
+            "{label}: {body}"
+        );
+    }
+    let (status, body) = upload(&server, &alice, json!({ "device_keys": keys })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 0);
+    // The same keys again are fine; different ones for the same device are not.
+    assert_eq!(
+        upload(&server, &alice, json!({ "device_keys": keys }))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = upload(
+        &server,
+        &alice,
+        json!({ "device_keys": device_keys(&alice.id, &device) }),
+    )
+    .await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+
+    let (status, _) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/_matrix/client/v3/devices/{device}"),
+            Some(&alice.token),
+            Some(json!({ "display_name": "phone" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Bob downloads them, with the device's display name.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&bob.token),
+            json!({ "device_keys": { alice.id.clone(): [] }, "timeout": 10000 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = &body["device_keys"][&alice.id][&device];
+    assert_eq!(got["keys"], keys["keys"]);
+    assert_eq!(got["signatures"], keys["signatures"]);
+    assert_eq!(got["unsigned"]["device_display_name"], "phone", "{got}");
+    // Asking for a device that has no keys gives nothing for it.
+    let (_, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&bob.token),
+            json!({ "device_keys": { alice.id.clone(): ["NOPE"], bob.id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(body["device_keys"][&alice.id], json!({}));
+    assert_eq!(body["device_keys"][&bob.id], json!({}));
+    for bad in [
+        json!({ "device_keys": { "not-a-user": [] } }),
+        json!({ "device_keys": [] }),
+        json!({}),
+    ] {
+        let (status, body) = server
+            .post(
+                "/_matrix/client/v3/keys/query",
+                Some(&bob.token),
+                bad.clone(),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Logging the device out removes its keys.
+    let (status, _) = server
+        .post("/_matrix/client/v3/logout", Some(&alice.token), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&bob.token),
+            json!({ "device_keys": { alice.id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(body["device_keys"][&alice.id], json!({}));
+}
+
+#[tokio::test]
+async fn one_time_keys_go_to_one_claimer_each_then_the_fallback_key() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let device = device_of(&server, &alice).await;
+    let (status, body) = upload(
+        &server,
+        &alice,
+        json!({
+            "device_keys": device_keys(&alice.id, &device),
+            "one_time_keys": otks("A", 5),
+            "fallback_keys": { "signed_curve25519:FB": { "key": "fallback", "fallback": true } },
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 5);
+    // Reusing a key ID for another key is refused, and nothing of that upload is kept.
+    let mut clash = otks("B", 2);
+    clash["signed_curve25519:A0"] = json!({ "key": "different" });
+    let (status, body) = upload(&server, &alice, json!({ "one_time_keys": clash })).await;
+    assert_eq!((status, errcode(&body)), (400, "M_INVALID_PARAM"), "{body}");
+    let (_, body) = upload(&server, &alice, json!({})).await;
+    assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 5);
+    for bad in [
+        json!({ "one_time_keys": { "nocolon": "k" } }),
+        json!({ "one_time_keys": { "signed_curve25519:X": 5 } }),
+        json!({ "one_time_keys": [] }),
+        json!({ "fallback_keys": { "signed_curve25519:X": { "key": 1 } } }),
+    ] {
+        let (status, body) = upload(&server, &alice, bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Sync reports the counts and the unused fallback key.
+    let (_, sync) = server
+        .get("/_matrix/client/v3/sync", Some(&alice.token))
+        .await;
+    assert_eq!(sync["device_one_time_keys_count"]["signed_curve25519"], 5);
+    assert_eq!(
+        sync["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+
+    // Twenty claimers at once for five keys: each key is given once, then the fallback key.
+    let mut claimers = Vec::new();
+    for i in 0..20 {
+        let claimer = user(&server, &format!("claimer{i}")).await;
+        let http = server.http.clone();
+        let url = server.url("/_matrix/client/v3/keys/claim");
+        let body = json!({ "one_time_keys": { alice.id.clone(): { device.clone(): "signed_curve25519" } } });
+        claimers.push(tokio::spawn(async move {
+            let answer: Value = http
+                .post(url)
+                .bearer_auth(claimer.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        }));
+    }
+    let mut given = Vec::new();
+    for claimer in claimers {
+        let answer = claimer.await.unwrap();
+        let keys = answer["one_time_keys"][&alice.id][&device]
+            .as_object()
+            .unwrap_or_else(|| panic!("no key: {answer}"))
+            .clone();
+        assert_eq!(keys.len(), 1);
+        given.push(keys.keys().next().unwrap().clone());
+    }
+    given.sort();
+    let fallback_claims = given
+        .iter()
+        .filter(|k| *k == "signed_curve25519:FB")
+        .count();
+    assert_eq!(fallback_claims, 15, "{given:?}");
+    let mut one_time: Vec<_> = given
+        .iter()
+        .filter(|k| *k != "signed_curve25519:FB")
+        .collect();
+    one_time.dedup();
+    assert_eq!(
+        one_time.len(),
+        5,
+        "every one-time key exactly once: {given:?}"
+    );
+
+    let (_, sync) = server
+        .get("/_matrix/client/v3/sync", Some(&alice.token))
+        .await;
+    assert_eq!(sync["device_one_time_keys_count"]["signed_curve25519"], 0);
+    assert_eq!(sync["device_unused_fallback_key_types"], json!([]));
+    // A new fallback key is unused again.
+    upload(
+        &server,
+        &alice,
+        json!({ "fallback_keys": { "signed_curve25519:FB2": { "key": "fallback2", "fallback": true } } }),
+    )
+    .await;
+    let (_, sync) = server
+        .get("/_matrix/client/v3/sync", Some(&alice.token))
+        .await;
+    assert_eq!(
+        sync["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+
+    // Claims for unknown devices or algorithms give nothing; bad ones are refused.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            Some(&alice.token),
+            json!({ "one_time_keys": { alice.id.clone(): { "NOPE": "signed_curve25519", device.clone(): "other_alg" } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["one_time_keys"], json!({}));
+    let (status, _) = server
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            Some(&alice.token),
+            json!({ "one_time_keys": { alice.id.clone(): { device.clone(): "" } } }),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn key_changes_reach_exactly_those_who_share_a_room() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let carol = user(&server, "carol").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+
+    // Bob is waiting; Alice uploads keys for her device: Bob wakes and hears of it, Carol does not.
+    let bob_since = sync_token(&server, &bob).await;
+    let carol_since = sync_token(&server, &carol).await;
+    let waiting = spawn_long_poll(
+        &server,
+        &bob.token,
+        &format!("since={bob_since}&timeout=10000"),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let device = device_of(&server, &alice).await;
+    upload(
+        &server,
+        &alice,
+        json!({ "device_keys": device_keys(&alice.id, &device) }),
+    )
+    .await;
+    let (elapsed, body) = waiting.await.unwrap();
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "woken, not timed out"
+    );
+    assert_eq!(body["device_lists"]["changed"], json!([alice.id]), "{body}");
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={carol_since}&timeout=0"),
+            Some(&carol.token),
+        )
+        .await;
+    assert_eq!(body["device_lists"]["changed"], json!([]));
+
+    // /keys/changes over the same range agrees; over an empty range nothing changed.
+    let now = body["next_batch"].as_str().unwrap().to_owned();
+    let (status, changes) = server
+        .get(
+            &format!("/_matrix/client/v3/keys/changes?from={bob_since}&to={now}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{changes}");
+    assert_eq!(changes["changed"], json!([alice.id]));
+    let (_, changes) = server
+        .get(
+            &format!("/_matrix/client/v3/keys/changes?from={now}&to={now}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(changes["changed"], json!([]));
+    // Re-uploading the same keys is no change.
+    let bob_since = sync_token(&server, &bob).await;
+    upload(
+        &server,
+        &alice,
+        json!({ "device_keys": device_keys(&alice.id, &device) }),
+    )
+    .await;
+    upload(&server, &alice, json!({ "one_time_keys": otks("C", 3) })).await;
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={bob_since}&timeout=0"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(body["device_lists"]["changed"], json!([]));
+
+    // Carol joins: she must now track Alice and Bob, and they her.
+    let alice_since = sync_token(&server, &alice).await;
+    let carol_since = sync_token(&server, &carol).await;
+    assert_eq!(join(&server, &carol, &room).await.0, 200);
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={carol_since}&timeout=0"),
+            Some(&carol.token),
+        )
+        .await;
+    let mut changed: Vec<String> =
+        serde_json::from_value(body["device_lists"]["changed"].clone()).unwrap();
+    changed.sort();
+    assert!(
+        changed.contains(&alice.id) && changed.contains(&bob.id),
+        "{changed:?}"
+    );
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={alice_since}&timeout=0"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(body["device_lists"]["changed"], json!([carol.id]));
+
+    // Bob leaves: Alice and Carol no longer share a room with him.
+    let alice_since = sync_token(&server, &alice).await;
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={alice_since}&timeout=0"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(body["device_lists"]["left"], json!([bob.id]), "{body}");
+    assert_eq!(body["device_lists"]["changed"], json!([]));
+
+    for query in ["from=s1", "to=s1", "from=x&to=s1", "from=s1&to=y"] {
+        let (status, _) = server
+            .get(
+                &format!("/_matrix/client/v3/keys/changes?{query}"),
+                Some(&bob.token),
+            )
+            .await;
+        assert_eq!(status, 400, "{query}");
+    }
+}
