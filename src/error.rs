@@ -89,6 +89,9 @@ pub enum Error {
     /// An upload to a media ID that already has content: 409 `M_CANNOT_OVERWRITE_MEDIA`.
     #[error("{0}")]
     CannotOverwriteMedia(String),
+    /// A key signature that is missing or does not verify: 400 `M_INVALID_SIGNATURE`.
+    #[error("{0}")]
+    InvalidSignature(String),
     /// A second identical reaction from the same user: 400 `M_DUPLICATE_ANNOTATION`.
     #[error("{0}")]
     DuplicateAnnotation(String),
@@ -138,6 +141,7 @@ impl Error {
             NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             CannotOverwriteMedia(_) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             DuplicateAnnotation(_) => (StatusCode::BAD_REQUEST, "M_DUPLICATE_ANNOTATION"),
+            InvalidSignature(_) => (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE"),
             Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }

@@ -237,6 +237,14 @@ fn routes() -> Routes {
         .route(&v3("/keys/query"), post(keys::query))
         .route(&v3("/keys/claim"), post(keys::claim))
         .route(&v3("/keys/changes"), get(keys::changes))
+        .route(
+            &v3("/keys/device_signing/upload"),
+            post(keys::upload_device_signing),
+        )
+        .route(
+            &v3("/keys/signatures/upload"),
+            post(keys::upload_signatures),
+        )
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))

@@ -64,6 +64,10 @@ pub mod trees {
     pub const STREAMPOS_USERID_KEYCHANGE: &str = "streampos_userid_keychange";
     /// user → the stream position of their latest key change.
     pub const USERID_KEYCHANGEPOS: &str = "userid_keychangepos";
+    /// user → their master, self-signing and user-signing keys.
+    pub const USERID_CROSSSIGNINGKEYS: &str = "userid_crosssigningkeys";
+    /// target user, key ID, signing user → the signatures that user published on the key.
+    pub const USERID_KEYID_SIGNER_SIGNATURES: &str = "userid_keyid_signer_signatures";
     /// user, stream position → a notification (see `service::push`).
     pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
     /// user, room, stream position → highlight flag and thread: what unread counts read.

@@ -512,6 +512,20 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             .bad_body(r#"{"one_time_keys":{"not-a-user":{}}}"#)
             .bad_body(format!(r#"{{"one_time_keys":{{"{bob}":{{"DEVICE":""}}}}}}"#))
             .bad_body(format!(r#"{{"one_time_keys":{{"{bob}":{{"DEVICE":1}}}}}}"#)),
+        Endpoint::new("POST", "/_matrix/client/v3/keys/device_signing/upload", Token)
+            .json(
+                json!({}),
+                &[
+                    ("master_key", Obj, false),
+                    ("self_signing_key", Obj, false),
+                    ("user_signing_key", Obj, false),
+                    ("auth", Obj, false),
+                ],
+            )
+            .bad_body(r#"{"master_key":{"user_id":"@someone:localhost","usage":["master"],"keys":{}}}"#),
+        Endpoint::new("POST", "/_matrix/client/v3/keys/signatures/upload", Token)
+            .json(json!({}), &[])
+            .bad_body("[]"),
         Endpoint::new("GET", "/_matrix/client/v3/keys/changes", Token).query(
             "from=s0&to=s0",
             &[("from", Stream, true), ("to", Stream, true)],

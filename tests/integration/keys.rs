@@ -426,3 +426,258 @@ async fn key_changes_reach_exactly_those_who_share_a_room() {
         assert_eq!(status, 400, "{query}");
     }
 }
+
+/// An ed25519 key pair whose key ID is its own public key (as cross-signing keys are named).
+fn cross_signing_pair() -> (Ed25519KeyPair, String) {
+    let der = Ed25519KeyPair::generate();
+    let public = B64.encode(
+        Ed25519KeyPair::from_der(&der, "x".into())
+            .unwrap()
+            .public_key(),
+    );
+    (
+        Ed25519KeyPair::from_der(&der, public.clone()).unwrap(),
+        public,
+    )
+}
+
+/// A cross-signing key object, signed by `signer` when given.
+fn cross_signing_key(
+    user: &str,
+    usage: &str,
+    public: &str,
+    signer: Option<&Ed25519KeyPair>,
+) -> Value {
+    let key = json!({ "user_id": user, "usage": [usage], "keys": { format!("ed25519:{public}"): public } });
+    sign(user, key, signer)
+}
+
+fn sign(user: &str, object: Value, signer: Option<&Ed25519KeyPair>) -> Value {
+    let Some(signer) = signer else {
+        return object;
+    };
+    let mut object: CanonicalJsonObject = serde_json::from_value(object).unwrap();
+    ruma::signatures::sign_json(user, signer, &mut object).unwrap();
+    serde_json::to_value(object).unwrap()
+}
+
+async fn query_keys(server: &TestServer, viewer: &User, of: &User) -> Value {
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(&viewer.token),
+            json!({ "device_keys": { of.id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn cross_signing_keys_and_signatures() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let carol = user(&server, "carol").await;
+    let room = create_room(&server, &alice, json!({ "preset": "public_chat" })).await;
+    assert_eq!(join(&server, &bob, &room).await.0, 200);
+    let device = device_of(&server, &alice).await;
+    let (device_pair, device_public) = {
+        let der = Ed25519KeyPair::generate();
+        let pair = Ed25519KeyPair::from_der(&der, device.clone()).unwrap();
+        let public = B64.encode(pair.public_key());
+        (pair, public)
+    };
+    let alice_device_keys = sign(
+        &alice.id,
+        json!({
+            "user_id": alice.id, "device_id": device,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": { format!("curve25519:{device}"): B64.encode([9u8; 32]),
+                      format!("ed25519:{device}"): device_public },
+        }),
+        Some(&device_pair),
+    );
+    assert_eq!(
+        upload(&server, &alice, json!({ "device_keys": alice_device_keys }))
+            .await
+            .0,
+        200
+    );
+
+    let (master, master_pub) = cross_signing_pair();
+    let (ssk, ssk_pub) = cross_signing_pair();
+    let (usk, usk_pub) = cross_signing_pair();
+    let master_key = cross_signing_key(&alice.id, "master", &master_pub, None);
+    let ssk_key = cross_signing_key(&alice.id, "self_signing", &ssk_pub, Some(&master));
+    let usk_key = cross_signing_key(&alice.id, "user_signing", &usk_pub, Some(&master));
+    let device_signing = "/_matrix/client/v3/keys/device_signing/upload";
+
+    // Refused: a self-signing key not signed by the master key, keys of someone else, nothing.
+    let (other, _) = cross_signing_pair();
+    for (body, code) in [
+        (
+            json!({ "master_key": master_key, "self_signing_key":
+                cross_signing_key(&alice.id, "self_signing", &ssk_pub, Some(&other)) }),
+            "M_INVALID_SIGNATURE",
+        ),
+        (
+            json!({ "master_key": cross_signing_key(&bob.id, "master", &master_pub, None) }),
+            "M_INVALID_PARAM",
+        ),
+        (json!({ "self_signing_key": ssk_key }), "M_MISSING_PARAM"),
+    ] {
+        let (status, answer) = server.post(device_signing, Some(&alice.token), body).await;
+        assert_eq!((status, errcode(&answer)), (400, code), "{answer}");
+    }
+
+    // The first upload needs no password; Bob learns of it.
+    let bob_since = sync_token(&server, &bob).await;
+    let all = json!({ "master_key": master_key, "self_signing_key": ssk_key, "user_signing_key": usk_key });
+    let (status, answer) = server
+        .post(device_signing, Some(&alice.token), all.clone())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={bob_since}&timeout=0"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(body["device_lists"]["changed"], json!([alice.id]));
+    // The same keys again: still no password (the request is idempotent).
+    assert_eq!(
+        server.post(device_signing, Some(&alice.token), all).await.0,
+        200
+    );
+    // New keys: the password is asked for.
+    let (new_master, new_master_pub) = cross_signing_pair();
+    let replace = json!({
+        "master_key": cross_signing_key(&alice.id, "master", &new_master_pub, None),
+        "self_signing_key": cross_signing_key(&alice.id, "self_signing", &ssk_pub, Some(&new_master)),
+    });
+    let (status, answer) = server
+        .post(device_signing, Some(&alice.token), replace.clone())
+        .await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["flows"].is_array(), "{answer}");
+
+    // Others see the master and self-signing keys; only Alice sees her user-signing key.
+    let seen_by_bob = query_keys(&server, &bob, &alice).await;
+    assert_eq!(
+        seen_by_bob["master_keys"][&alice.id]["keys"],
+        master_key["keys"]
+    );
+    assert_eq!(
+        seen_by_bob["self_signing_keys"][&alice.id]["keys"],
+        ssk_key["keys"]
+    );
+    assert_eq!(seen_by_bob["user_signing_keys"], json!({}));
+    let seen_by_alice = query_keys(&server, &alice, &alice).await;
+    assert_eq!(
+        seen_by_alice["user_signing_keys"][&alice.id]["keys"],
+        usk_key["keys"]
+    );
+
+    // Alice signs her device with her self-signing key, and her master key with her device.
+    let signatures = "/_matrix/client/v3/keys/signatures/upload";
+    let device_now = seen_by_alice["device_keys"][&alice.id][&device].clone();
+    let mut to_sign = device_now.clone();
+    to_sign.as_object_mut().unwrap().remove("signatures");
+    to_sign.as_object_mut().unwrap().remove("unsigned");
+    let signed_device = sign(&alice.id, to_sign, Some(&ssk));
+    let signed_master = sign(&alice.id, master_key.clone(), Some(&device_pair));
+    let (status, answer) = server
+        .post(
+            signatures,
+            Some(&alice.token),
+            json!({ alice.id.clone(): { device.clone(): signed_device, master_pub.clone(): signed_master } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["failures"], json!({}), "{answer}");
+    let seen_by_bob = query_keys(&server, &bob, &alice).await;
+    let device_sigs = &seen_by_bob["device_keys"][&alice.id][&device]["signatures"][&alice.id];
+    assert!(
+        device_sigs[format!("ed25519:{ssk_pub}")].is_string(),
+        "{device_sigs}"
+    );
+    assert!(
+        device_sigs[format!("ed25519:{device}")].is_string(),
+        "{device_sigs}"
+    );
+    let master_sigs = &seen_by_bob["master_keys"][&alice.id]["signatures"][&alice.id];
+    assert!(
+        master_sigs[format!("ed25519:{device}")].is_string(),
+        "{master_sigs}"
+    );
+
+    // Bob's master key, signed by Alice's user-signing key: only Alice sees that signature.
+    let (bob_master, bob_master_pub) = cross_signing_pair();
+    let _ = bob_master;
+    let bob_master_key = cross_signing_key(&bob.id, "master", &bob_master_pub, None);
+    assert_eq!(
+        server
+            .post(
+                device_signing,
+                Some(&bob.token),
+                json!({ "master_key": bob_master_key })
+            )
+            .await
+            .0,
+        200
+    );
+    let signed = sign(&alice.id, bob_master_key.clone(), Some(&usk));
+    let forged = sign(&alice.id, bob_master_key.clone(), Some(&other));
+    let (status, answer) = server
+        .post(
+            signatures,
+            Some(&alice.token),
+            json!({ bob.id.clone(): { bob_master_pub.clone(): signed } }),
+        )
+        .await;
+    assert_eq!((status, &answer["failures"]), (200, &json!({})), "{answer}");
+    let by_alice = query_keys(&server, &alice, &bob).await;
+    assert!(
+        by_alice["master_keys"][&bob.id]["signatures"][&alice.id][format!("ed25519:{usk_pub}")]
+            .is_string()
+    );
+    let by_carol = query_keys(&server, &carol, &bob).await;
+    assert!(
+        by_carol["master_keys"][&bob.id]["signatures"]
+            .get(&alice.id)
+            .is_none()
+    );
+
+    // Failures are reported per key: a forged signature, an unknown key, a changed object.
+    let mut changed_object = bob_master_key.clone();
+    changed_object["usage"] = json!(["master", "extra"]);
+    let changed_object = sign(&alice.id, changed_object, Some(&usk));
+    let (status, answer) = server
+        .post(
+            signatures,
+            Some(&carol.token),
+            json!({ bob.id.clone(): { bob_master_pub.clone(): forged } }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["failures"][&bob.id][&bob_master_pub]["errcode"], "M_INVALID_SIGNATURE",
+        "{answer}"
+    );
+    let (_, answer) = server
+        .post(
+            signatures,
+            Some(&alice.token),
+            json!({ bob.id.clone(): { "nokey": {}, bob_master_pub.clone(): changed_object } }),
+        )
+        .await;
+    assert_eq!(
+        answer["failures"][&bob.id]["nokey"]["errcode"], "M_NOT_FOUND",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["failures"][&bob.id][&bob_master_pub]["errcode"], "M_INVALID_PARAM",
+        "{answer}"
+    );
+}

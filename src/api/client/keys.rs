@@ -1,4 +1,5 @@
-//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, `/keys/changes`.
+//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, `/keys/changes`,
+//! and cross-signing: `/keys/device_signing/upload`, `/keys/signatures/upload`.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use super::message::parse_token;
 use crate::api::extract::{AppState, Auth, JsonBody, Query, parse_user_id};
 use crate::error::{Error, Result};
 use crate::service::keys::Upload;
+use crate::service::keys::cross_signing::{CrossSigningUpload, public_key, with_signatures};
 
 /// The most users or devices one query or claim may name.
 const MAX_TARGETS: usize = 1000;
@@ -57,10 +59,12 @@ pub struct QueryBody {
 }
 
 /// The device keys of local users (all their devices, or those listed), each with the device's
-/// display name. Remote users are reported under `failures` until federation exists.
+/// display name, and their cross-signing keys (the user-signing key only to its owner), with the
+/// signatures the owner and the requester published. Remote users are reported under
+/// `failures` until federation exists.
 pub async fn query(
     State(state): State<AppState>,
-    Auth(_auth): Auth,
+    Auth(auth): Auth,
     JsonBody(body, _): JsonBody<QueryBody>,
 ) -> Result<Json<Value>> {
     if body.device_keys.len() > MAX_TARGETS {
@@ -70,6 +74,9 @@ pub async fn query(
     }
     let mut device_keys = Map::new();
     let mut failures = Map::new();
+    let mut master_keys = Map::new();
+    let mut self_signing_keys = Map::new();
+    let mut user_signing_keys = Map::new();
     for (user, devices) in &body.device_keys {
         let user_id = parse_user_id(user)?;
         if user_id.server_name() != state.config.server_name.as_str() {
@@ -96,16 +103,37 @@ pub async fn query(
             {
                 unsigned.insert("device_display_name".into(), json!(name));
             }
-            found.insert(device_id, keys);
+            let signatures = state
+                .keys
+                .signatures_for(&user_id, &device_id, &auth.user_id)?;
+            found.insert(device_id, with_signatures(keys, signatures));
         }
         device_keys.insert(user_id.to_string(), Value::Object(found));
+        let cross_signing = state.keys.cross_signing_keys(&user_id)?;
+        if let Some(master) = cross_signing.master {
+            let signatures = match public_key(&master, &user_id, "master") {
+                Ok((_, public)) => state
+                    .keys
+                    .signatures_for(&user_id, &public, &auth.user_id)?,
+                Err(_) => Default::default(),
+            };
+            master_keys.insert(user_id.to_string(), with_signatures(master, signatures));
+        }
+        if let Some(ssk) = cross_signing.self_signing {
+            self_signing_keys.insert(user_id.to_string(), ssk);
+        }
+        if user_id == auth.user_id
+            && let Some(usk) = cross_signing.user_signing
+        {
+            user_signing_keys.insert(user_id.to_string(), usk);
+        }
     }
     Ok(Json(json!({
         "device_keys": device_keys,
         "failures": failures,
-        "master_keys": {},
-        "self_signing_keys": {},
-        "user_signing_keys": {},
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
+        "user_signing_keys": user_signing_keys,
     })))
 }
 
@@ -177,4 +205,74 @@ pub async fn changes(
     Ok(Json(
         json!({ "changed": lists.changed, "left": lists.left }),
     ))
+}
+
+#[derive(Deserialize)]
+pub struct DeviceSigningBody {
+    master_key: Option<Value>,
+    self_signing_key: Option<Value>,
+    user_signing_key: Option<Value>,
+    auth: Option<Value>,
+}
+
+/// Publishes cross-signing keys. The first upload, and an upload of the keys already stored, need
+/// no user-interactive auth; replacing keys does.
+pub async fn upload_device_signing(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    JsonBody(body, _): JsonBody<DeviceSigningBody>,
+) -> Result<Json<Value>> {
+    let upload = CrossSigningUpload {
+        master: body.master_key.filter(|v| !v.is_null()),
+        self_signing: body.self_signing_key.filter(|v| !v.is_null()),
+        user_signing: body.user_signing_key.filter(|v| !v.is_null()),
+    };
+    if state
+        .keys
+        .cross_signing_upload_needs_auth(&auth.user_id, &upload)?
+    {
+        state
+            .confirm_with_password("device_signing_upload", &auth.user_id, body.auth.as_ref())
+            .await?;
+    }
+    let device_ids: Vec<String> = state
+        .devices
+        .list(&auth.user_id)?
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    if state
+        .keys
+        .upload_cross_signing(&auth.user_id, upload, &device_ids)
+        .await?
+    {
+        state.announce_key_change(&auth.user_id)?;
+    }
+    Ok(Json(json!({})))
+}
+
+/// Publishes signatures on keys; each one that cannot be accepted is reported in `failures`.
+pub async fn upload_signatures(
+    State(state): State<AppState>,
+    Auth(auth): Auth,
+    JsonBody(_, body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let body = body
+        .as_object()
+        .ok_or_else(|| Error::BadJson("expected an object".into()))?;
+    if body.len() > MAX_TARGETS {
+        return Err(Error::InvalidParam(format!(
+            "at most {MAX_TARGETS} users per upload"
+        )));
+    }
+    let (failures, changed) = state.keys.upload_signatures(&auth.user_id, body).await?;
+    for user in changed {
+        let announce = if user == auth.user_id {
+            &user
+        } else {
+            &auth.user_id
+        };
+        state.announce_key_change(announce)?;
+    }
+    Ok(Json(json!({ "failures": failures })))
 }

@@ -7,6 +7,7 @@
 //! `device_lists`.
 
 pub mod changes;
+pub mod cross_signing;
 pub mod one_time;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,10 @@ pub struct Keys {
     changes: Tree,
     /// user → the stream position of their latest change (its entry in `changes`).
     last_change: Tree,
+    /// user → their cross-signing keys.
+    cross_signing: Tree,
+    /// target user, key ID, signer → the signer's signatures on that key.
+    signatures: Tree,
     store_meta: Tree,
 }
 
@@ -71,6 +76,8 @@ impl Keys {
             fallback: store.tree(trees::USERID_DEVICEID_ALGORITHM_FALLBACKKEY)?,
             changes: store.tree(trees::STREAMPOS_USERID_KEYCHANGE)?,
             last_change: store.tree(trees::USERID_KEYCHANGEPOS)?,
+            cross_signing: store.tree(trees::USERID_CROSSSIGNINGKEYS)?,
+            signatures: store.tree(trees::USERID_KEYID_SIGNER_SIGNATURES)?,
             store_meta: store.tree(trees::META)?,
         })
     }
