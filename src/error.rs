@@ -89,6 +89,9 @@ pub enum Error {
     /// An upload to a media ID that already has content: 409 `M_CANNOT_OVERWRITE_MEDIA`.
     #[error("{0}")]
     CannotOverwriteMedia(String),
+    /// Keys sent to a backup version that is not the latest: 403 `M_WRONG_ROOM_KEYS_VERSION`.
+    #[error("the backup version is not the current one")]
+    WrongRoomKeysVersion { current_version: Option<String> },
     /// A key signature that is missing or does not verify: 400 `M_INVALID_SIGNATURE`.
     #[error("{0}")]
     InvalidSignature(String),
@@ -142,6 +145,7 @@ impl Error {
             CannotOverwriteMedia(_) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
             DuplicateAnnotation(_) => (StatusCode::BAD_REQUEST, "M_DUPLICATE_ANNOTATION"),
             InvalidSignature(_) => (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE"),
+            WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
             Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -173,6 +177,11 @@ impl Error {
                 "error": "this account has two-factor login enabled: send a TOTP or recovery code",
                 "session": session,
                 "flows": [{ "stages": ["org.roost.login.totp"] }],
+            }),
+            Error::WrongRoomKeysVersion { current_version } => json!({
+                "errcode": code,
+                "error": self.to_string(),
+                "current_version": current_version,
             }),
             other => json!({ "errcode": code, "error": other.to_string() }),
         }

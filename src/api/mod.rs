@@ -245,6 +245,34 @@ fn routes() -> Routes {
             &v3("/keys/signatures/upload"),
             post(keys::upload_signatures),
         )
+        .route(
+            &v3("/room_keys/version"),
+            post(backup::create_version).get(backup::latest_version),
+        )
+        .route(
+            &v3("/room_keys/version/{version}"),
+            get(backup::get_version)
+                .put(backup::update_version)
+                .delete(backup::delete_version),
+        )
+        .route(
+            &v3("/room_keys/keys"),
+            put(backup::put_all)
+                .get(backup::get_all)
+                .delete(backup::delete_all),
+        )
+        .route(
+            &v3("/room_keys/keys/{room}"),
+            put(backup::put_room)
+                .get(backup::get_room)
+                .delete(backup::delete_room),
+        )
+        .route(
+            &v3("/room_keys/keys/{room}/{session}"),
+            put(backup::put_session)
+                .get(backup::get_session)
+                .delete(backup::delete_session),
+        )
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))

@@ -68,6 +68,11 @@ pub mod trees {
     pub const USERID_CROSSSIGNINGKEYS: &str = "userid_crosssigningkeys";
     /// target user, key ID, signing user → the signatures that user published on the key.
     pub const USERID_KEYID_SIGNER_SIGNATURES: &str = "userid_keyid_signer_signatures";
+    /// user, backup version → the version's algorithm, auth data, key count and etag.
+    pub const USERID_VERSION_KEYBACKUP: &str = "userid_version_keybackup";
+    /// user, backup version, room, session → a backed-up session key.
+    pub const USERID_VERSION_ROOMID_SESSIONID_BACKUPKEY: &str =
+        "userid_version_roomid_sessionid_backupkey";
     /// user, stream position → a notification (see `service::push`).
     pub const USERID_STREAMPOS_NOTIFICATION: &str = "userid_streampos_notification";
     /// user, room, stream position → highlight flag and thread: what unread counts read.

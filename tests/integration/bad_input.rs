@@ -526,6 +526,44 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         Endpoint::new("POST", "/_matrix/client/v3/keys/signatures/upload", Token)
             .json(json!({}), &[])
             .bad_body("[]"),
+        Endpoint::new("POST", "/_matrix/client/v3/room_keys/version", Token).json(
+            json!({ "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {} }),
+            &[("algorithm", Str, true), ("auth_data", Obj, true)],
+        ),
+        Endpoint::new("GET", "/_matrix/client/v3/room_keys/version", Token),
+        Endpoint::new("GET", "/_matrix/client/v3/room_keys/version/{version}", Token),
+        Endpoint::new("PUT", "/_matrix/client/v3/room_keys/version/{version}", Token).json(
+            json!({ "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {} }),
+            &[("algorithm", Str, true), ("auth_data", Obj, true), ("version", Str, false)],
+        ),
+        Endpoint::new("DELETE", "/_matrix/client/v3/room_keys/version/{version}", Token),
+        Endpoint::new("PUT", "/_matrix/client/v3/room_keys/keys", Token)
+            .query("version=1", &[("version", Str, true)])
+            .json(json!({ "rooms": {} }), &[("rooms", Obj, true)])
+            .bad_body(r#"{"rooms":{"not-a-room":{"sessions":{}}}}"#),
+        Endpoint::new("GET", "/_matrix/client/v3/room_keys/keys", Token)
+            .query("version=1", &[("version", Str, true)]),
+        Endpoint::new("DELETE", "/_matrix/client/v3/room_keys/keys", Token)
+            .query("version=1", &[("version", Str, true)]),
+        Endpoint::new("PUT", "/_matrix/client/v3/room_keys/keys/{room}", Token)
+            .query("version=1", &[("version", Str, true)])
+            .json(json!({ "sessions": {} }), &[("sessions", Obj, true)]),
+        Endpoint::new("GET", "/_matrix/client/v3/room_keys/keys/{room}", Token)
+            .query("version=1", &[("version", Str, true)]),
+        Endpoint::new("DELETE", "/_matrix/client/v3/room_keys/keys/{room}", Token)
+            .query("version=1", &[("version", Str, true)]),
+        Endpoint::new("PUT", "/_matrix/client/v3/room_keys/keys/{room}/{session}", Token)
+            .query("version=1", &[("version", Str, true)])
+            .json(json!({ "first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": {} }), &[
+                    ("first_message_index", UInt, true),
+                    ("forwarded_count", UInt, true),
+                    ("is_verified", Bool, true),
+                    ("session_data", Obj, true),
+                ]),
+        Endpoint::new("GET", "/_matrix/client/v3/room_keys/keys/{room}/{session}", Token)
+            .query("version=1", &[("version", Str, true)]),
+        Endpoint::new("DELETE", "/_matrix/client/v3/room_keys/keys/{room}/{session}", Token)
+            .query("version=1", &[("version", Str, true)]),
         Endpoint::new("GET", "/_matrix/client/v3/keys/changes", Token).query(
             "from=s0&to=s0",
             &[("from", Stream, true), ("to", Stream, true)],
@@ -1182,6 +1220,8 @@ fn valid_param(w: &World, name: &str) -> String {
         "rule_kind" => "override".into(),
         "rule_id" => "org.example.rule".into(),
         "rel_type" => "m.annotation".into(),
+        "version" => "1".into(),
+        "session" => "session1".into(),
         "event_type" => "m.reaction".into(),
         other => panic!("no valid value for the path parameter {other}"),
     }

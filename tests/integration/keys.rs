@@ -681,3 +681,299 @@ async fn cross_signing_keys_and_signatures() {
         "{answer}"
     );
 }
+
+fn backup_key(index: u64, forwarded: u64, verified: bool, marker: &str) -> Value {
+    json!({ "first_message_index": index, "forwarded_count": forwarded, "is_verified": verified,
+        "session_data": { "ephemeral": marker, "ciphertext": "c", "mac": "m" } })
+}
+
+#[tokio::test]
+async fn key_backup_versions_and_replacement_rules() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = "!room:localhost";
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+    let call = |method: reqwest::Method, path: String, u: &User, body: Option<Value>| {
+        let token = u.token.clone();
+        let server = &server;
+        async move { server.call(method, &path, Some(&token), body).await }
+    };
+    use reqwest::Method;
+
+    let (status, body) = call(
+        Method::GET,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"));
+    let (status, body) = call(
+        Method::POST,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        Some(json!({ "algorithm": "m.other", "auth_data": {} })),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        Method::POST,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        Some(json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk1" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v1 = body["version"].as_str().unwrap().to_owned();
+    let (_, info) = call(
+        Method::GET,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(info["version"], v1.as_str());
+    assert_eq!(info["count"], 0);
+    assert_eq!(info["auth_data"]["public_key"], "pk1");
+    let first_etag = info["etag"].clone();
+
+    // Store a key; a worse one does not replace it, a better one does.
+    let session_path = format!("/_matrix/client/v3/room_keys/keys/{room}/sess1?version={v1}");
+    let (status, body) = call(
+        Method::PUT,
+        session_path.clone(),
+        &alice,
+        Some(backup_key(5, 1, false, "first")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 1);
+    assert_ne!(body["etag"], first_etag);
+    let etag = body["etag"].clone();
+    let (_, body) = call(
+        Method::PUT,
+        session_path.clone(),
+        &alice,
+        Some(backup_key(9, 0, false, "worse")),
+    )
+    .await;
+    assert_eq!(
+        (body["count"].clone(), body["etag"].clone()),
+        (json!(1), etag.clone())
+    );
+    let (_, got) = call(Method::GET, session_path.clone(), &alice, None).await;
+    assert_eq!(got["session_data"]["ephemeral"], "first");
+    let (_, body) = call(
+        Method::PUT,
+        session_path.clone(),
+        &alice,
+        Some(backup_key(9, 9, true, "verified")),
+    )
+    .await;
+    assert_ne!(body["etag"], etag);
+    let (_, got) = call(Method::GET, session_path.clone(), &alice, None).await;
+    assert_eq!(got["session_data"]["ephemeral"], "verified");
+
+    // Whole rooms and the whole backup at once.
+    let (status, body) = call(
+        Method::PUT,
+        format!("/_matrix/client/v3/room_keys/keys/{room}?version={v1}"),
+        &alice,
+        Some(json!({ "sessions": { "sess2": backup_key(0, 0, false, "two") } })),
+    )
+    .await;
+    assert_eq!((status, body["count"].clone()), (200, json!(2)), "{body}");
+    let (_, body) = call(
+        Method::PUT,
+        format!("/_matrix/client/v3/room_keys/keys?version={v1}"),
+        &alice,
+        Some(json!({ "rooms": { "!other:localhost": { "sessions": { "sess3": backup_key(0, 0, false, "three") } } } })),
+    )
+    .await;
+    assert_eq!(body["count"], 3, "{body}");
+    let (_, all) = call(
+        Method::GET,
+        format!("/_matrix/client/v3/room_keys/keys?version={v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(
+        all["rooms"][room]["sessions"]["sess2"]["session_data"]["ephemeral"],
+        "two"
+    );
+    assert_eq!(
+        all["rooms"]["!other:localhost"]["sessions"]["sess3"]["session_data"]["ephemeral"],
+        "three"
+    );
+    let (_, in_room) = call(
+        Method::GET,
+        format!("/_matrix/client/v3/room_keys/keys/{room}?version={v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(in_room["sessions"].as_object().unwrap().len(), 2);
+    let (status, _) = call(
+        Method::GET,
+        format!("/_matrix/client/v3/room_keys/keys/{room}/sess?version={v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "a prefix of a session ID is not that session");
+    // Nobody else sees Alice's backup.
+    let (status, _) = call(
+        Method::GET,
+        format!("/_matrix/client/v3/room_keys/version/{v1}"),
+        &bob,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A new version: keys for the old one are refused with the current version named.
+    let (_, body) = call(
+        Method::POST,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        Some(json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk2" } })),
+    )
+    .await;
+    let v2 = body["version"].as_str().unwrap().to_owned();
+    let (status, body) = call(
+        Method::PUT,
+        session_path.clone(),
+        &alice,
+        Some(backup_key(0, 0, true, "late")),
+    )
+    .await;
+    assert_eq!(
+        (status, errcode(&body)),
+        (403, "M_WRONG_ROOM_KEYS_VERSION"),
+        "{body}"
+    );
+    assert_eq!(body["current_version"], v2.as_str());
+    // The old version is still readable; the new one's auth data can be updated, not its algorithm.
+    let (_, old) = call(
+        Method::GET,
+        format!("/_matrix/client/v3/room_keys/version/{v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(old["count"], 3);
+    let (status, _) = call(
+        Method::PUT,
+        format!("/_matrix/client/v3/room_keys/version/{v2}"),
+        &alice,
+        Some(
+            json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk2b" }, "version": v2 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for bad in [
+        json!({ "algorithm": "m.other", "auth_data": {} }),
+        json!({ "algorithm": algorithm, "auth_data": {}, "version": v1 }),
+        json!({ "algorithm": algorithm, "auth_data": "x" }),
+    ] {
+        let (status, body) = call(
+            Method::PUT,
+            format!("/_matrix/client/v3/room_keys/version/{v2}"),
+            &alice,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, info) = call(
+        Method::GET,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(info["auth_data"]["public_key"], "pk2b");
+
+    // Deleting keys by session, room and all.
+    let (_, body) = call(Method::DELETE, session_path.clone(), &alice, None).await;
+    assert_eq!(body["count"], 2, "{body}");
+    let (_, body) = call(
+        Method::DELETE,
+        format!("/_matrix/client/v3/room_keys/keys/{room}?version={v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(body["count"], 1, "{body}");
+    let (_, body) = call(
+        Method::DELETE,
+        format!("/_matrix/client/v3/room_keys/keys?version={v1}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(body["count"], 0, "{body}");
+    // Deleting the latest version makes the previous one the latest; numbers are never reused.
+    let (status, _) = call(
+        Method::DELETE,
+        format!("/_matrix/client/v3/room_keys/version/{v2}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, info) = call(
+        Method::GET,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(info["version"], v1.as_str());
+    let (_, body) = call(
+        Method::POST,
+        "/_matrix/client/v3/room_keys/version".into(),
+        &alice,
+        Some(json!({ "algorithm": algorithm, "auth_data": {} })),
+    )
+    .await;
+    assert_ne!(body["version"], v2.as_str());
+    for (method, path, body) in [
+        (
+            Method::GET,
+            "/_matrix/client/v3/room_keys/version/abc".to_owned(),
+            None,
+        ),
+        (
+            Method::GET,
+            "/_matrix/client/v3/room_keys/keys".to_owned(),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/_matrix/client/v3/room_keys/keys/{room}/s?version={v1}"),
+            Some(json!({ "first_message_index": -1 })),
+        ),
+        (
+            Method::PUT,
+            format!("/_matrix/client/v3/room_keys/keys/{room}/s?version={v1}"),
+            Some(
+                json!({ "first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": "x" }),
+            ),
+        ),
+        (
+            Method::PUT,
+            format!("/_matrix/client/v3/room_keys/keys/not-a-room?version={v1}"),
+            Some(json!({ "sessions": {} })),
+        ),
+    ] {
+        let (status, answer) = call(method.clone(), path.clone(), &alice, body).await;
+        assert!(
+            status == 400 || status == 404,
+            "{method} {path}: {status} {answer}"
+        );
+    }
+}

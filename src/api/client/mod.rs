@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod backup;
 pub mod devices;
 pub mod directory;
 pub mod discovery;

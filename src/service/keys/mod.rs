@@ -6,6 +6,7 @@
 //! every change to a user's devices at a stream position so that `/sync` can report it in
 //! `device_lists`.
 
+pub mod backup;
 pub mod changes;
 pub mod cross_signing;
 pub mod one_time;
@@ -51,6 +52,10 @@ pub struct Keys {
     cross_signing: Tree,
     /// target user, key ID, signer → the signer's signatures on that key.
     signatures: Tree,
+    /// user, version → a key backup version (and user → the last version number given).
+    backup_versions: Tree,
+    /// user, version, room, session → a backed-up session key.
+    backup_keys: Tree,
     store_meta: Tree,
 }
 
@@ -78,6 +83,8 @@ impl Keys {
             last_change: store.tree(trees::USERID_KEYCHANGEPOS)?,
             cross_signing: store.tree(trees::USERID_CROSSSIGNINGKEYS)?,
             signatures: store.tree(trees::USERID_KEYID_SIGNER_SIGNATURES)?,
+            backup_versions: store.tree(trees::USERID_VERSION_KEYBACKUP)?,
+            backup_keys: store.tree(trees::USERID_VERSION_ROOMID_SESSIONID_BACKUPKEY)?,
             store_meta: store.tree(trees::META)?,
         })
     }
