@@ -9,6 +9,7 @@ mod accounts;
 mod bad_input;
 mod bench;
 mod directory;
+mod e2ee;
 mod email;
 mod errors;
 mod fuzz_smoke;
