@@ -450,6 +450,7 @@ impl Services {
             user_id: &request.user_id,
             device_id: &request.device_id,
             ignored: request.ignored.clone(),
+            readers: Default::default(),
         };
         let page = self.rooms.paginate(
             room_id,
@@ -514,6 +515,7 @@ impl Services {
             user_id: user,
             device_id: &request.device_id,
             ignored: request.ignored.clone(),
+            readers: Default::default(),
         };
         let in_timeline: BTreeSet<&str> = timeline
             .events

@@ -933,6 +933,23 @@ async fn key_backup_versions_and_replacement_rules() {
     )
     .await;
     assert_eq!(info["version"], v1.as_str());
+    // Deleting it again is fine (it was deleted); a version never given is not.
+    let (status, _) = call(
+        Method::DELETE,
+        format!("/_matrix/client/v3/room_keys/version/{v2}"),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::DELETE,
+        "/_matrix/client/v3/room_keys/version/99".into(),
+        &alice,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
     let (_, body) = call(
         Method::POST,
         "/_matrix/client/v3/room_keys/version".into(),

@@ -714,3 +714,68 @@ async fn reply_edit_react_and_thread_through_the_sdk() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn aggregations_only_show_what_the_reader_may_see() {
+    let server = TestServer::start().await;
+    let alice = user(&server, "alice").await;
+    let bob = user(&server, "bob").await;
+    let room = shared_room(&server, &alice, &bob).await;
+    let root = text(&server, &alice, &room, "root").await;
+    let early = send_ok(
+        &server,
+        &bob,
+        &room,
+        "m.room.message",
+        in_thread(&root, "before"),
+    )
+    .await;
+    let (status, _) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // After Bob left: another thread reply, an edit and a reference he must not see.
+    send_ok(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        in_thread(&root, "after"),
+    )
+    .await;
+    send_ok(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        edit(&root, "edited later"),
+    )
+    .await;
+    send_ok(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "ref",
+        "m.relates_to": { "rel_type": "m.reference", "event_id": root } }),
+    )
+    .await;
+
+    let seen = event(&server, &bob, &room, &root).await;
+    let relations = &seen["unsigned"]["m.relations"];
+    assert_eq!(relations["m.thread"]["count"], 1, "{seen}");
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["event_id"],
+        early.as_str()
+    );
+    assert!(relations.get("m.replace").is_none(), "{seen}");
+    assert!(relations.get("m.reference").is_none(), "{seen}");
+    // Alice sees everything.
+    let seen = event(&server, &alice, &room, &root).await;
+    assert_eq!(seen["unsigned"]["m.relations"]["m.thread"]["count"], 2);
+    assert!(seen["unsigned"]["m.relations"]["m.replace"].is_object());
+}

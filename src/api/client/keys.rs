@@ -182,6 +182,10 @@ pub async fn claim(
             claimed.insert(user_id.to_string(), Value::Object(for_user));
         }
     }
+    // A claimed key must stay claimed after a crash, or it could be handed out twice.
+    if !claimed.is_empty() {
+        state.store.durable().await?;
+    }
     Ok(Json(
         json!({ "one_time_keys": claimed, "failures": failures }),
     ))
@@ -222,6 +226,8 @@ pub async fn upload_device_signing(
     Auth(auth): Auth,
     JsonBody(body, _): JsonBody<DeviceSigningBody>,
 ) -> Result<Json<Value>> {
+    // The auth decision and the write see the same stored keys.
+    let _guard = state.keys.lock_user(&auth.user_id).await?;
     let upload = CrossSigningUpload {
         master: body.master_key.filter(|v| !v.is_null()),
         self_signing: body.self_signing_key.filter(|v| !v.is_null()),
@@ -260,19 +266,36 @@ pub async fn upload_signatures(
     let body = body
         .as_object()
         .ok_or_else(|| Error::BadJson("expected an object".into()))?;
-    if body.len() > MAX_TARGETS {
+    let mut objects = 0;
+    for (user, keys) in body {
+        let keys = keys
+            .as_object()
+            .ok_or_else(|| Error::BadJson(format!("{user}: expected an object of keys")))?;
+        if keys.values().any(|k| !k.is_object()) {
+            return Err(Error::BadJson(format!(
+                "{user}: every signed key must be an object"
+            )));
+        }
+        objects += keys.len();
+    }
+    if objects > MAX_TARGETS {
         return Err(Error::InvalidParam(format!(
-            "at most {MAX_TARGETS} users per upload"
+            "at most {MAX_TARGETS} keys per upload"
         )));
     }
+    let _guard = state.keys.lock_user(&auth.user_id).await?;
     let (failures, changed) = state.keys.upload_signatures(&auth.user_id, body).await?;
+    // A signature on someone else's key is news for the signer's devices only.
+    let mut announced = std::collections::BTreeSet::new();
     for user in changed {
         let announce = if user == auth.user_id {
-            &user
+            user
         } else {
-            &auth.user_id
+            auth.user_id.clone()
         };
-        state.announce_key_change(announce)?;
+        if announced.insert(announce.clone()) {
+            state.announce_key_change(&announce)?;
+        }
     }
     Ok(Json(json!({ "failures": failures })))
 }

@@ -138,6 +138,7 @@ impl Keys {
         auth_data: Value,
     ) -> Result<String> {
         check_algorithm(algorithm, &auth_data)?;
+        let _guard = self.lock_user(user).await?;
         let trees = [&self.backup_versions];
         let number = self.store.transact(&trees, |t| {
             // Numbers only grow, even after deletions: the largest ever given is kept apart.
@@ -188,6 +189,7 @@ impl Keys {
         auth_data: Value,
     ) -> Result<()> {
         check_algorithm(algorithm, &auth_data)?;
+        let _guard = self.lock_user(user).await?;
         let (number, mut info) = self
             .version(user, version)?
             .ok_or_else(|| Error::NotFound("no such backup version".into()))?;
@@ -203,18 +205,29 @@ impl Keys {
         Ok(())
     }
 
-    /// Deletes a backup version and its keys.
+    /// Deletes a backup version, then its keys. Deleting a version that was deleted before
+    /// succeeds, as the specification asks.
     pub async fn delete_backup(&self, user: &UserId, version: &str) -> Result<()> {
-        let (number, _) = self
-            .version(user, version)?
-            .ok_or_else(|| Error::NotFound("no such backup version".into()))?;
+        let _guard = self.lock_user(user).await?;
+        let Some((number, _)) = self.version(user, version)? else {
+            let last_given = self
+                .backup_versions
+                .get(keys::prefix(user.as_str()))?
+                .and_then(|v| keys::read_u64_be(&v))
+                .unwrap_or(0);
+            return match parse_version(version) {
+                Some(n) if n >= 1 && n <= last_given => Ok(()),
+                _ => Err(Error::NotFound("no such backup version".into())),
+            };
+        };
+        // The version goes first: once it is gone no request can add keys to it.
+        self.backup_versions.delete(version_key(user, number))?;
         for item in self
             .backup_keys
             .scan_prefix(scope_prefix(user, number, Scope::All))
         {
             self.backup_keys.delete(item?.0)?;
         }
-        self.backup_versions.delete(version_key(user, number))?;
         self.store.durable().await?;
         Ok(())
     }
@@ -228,6 +241,7 @@ impl Keys {
         version: &str,
         sessions: Vec<(ruma::OwnedRoomId, String, KeyBackupData)>,
     ) -> Result<Value> {
+        let _guard = self.lock_user(user).await?;
         let latest = self.latest_version(user)?;
         let number = match (&latest, parse_version(version)) {
             (Some((latest, _)), Some(asked)) if *latest == asked => asked,
@@ -330,6 +344,7 @@ impl Keys {
         version: &str,
         scope: Scope<'_>,
     ) -> Result<Value> {
+        let _guard = self.lock_user(user).await?;
         let (number, _) = self
             .version(user, version)?
             .ok_or_else(|| Error::NotFound("no such backup version".into()))?;

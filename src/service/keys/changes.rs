@@ -113,15 +113,43 @@ impl Services {
             if changed_rooms.as_ref().is_some_and(|c| !c.contains(&room)) {
                 continue;
             }
+            // In a room the user left, nothing after their leave concerns them.
+            let end = if my_rooms.contains(&room) {
+                upto
+            } else {
+                match self
+                    .rooms
+                    .state_event(
+                        &room,
+                        &ruma::events::StateEventType::RoomMember,
+                        user.as_str(),
+                    )?
+                    .and_then(|pdu| self.rooms.event_meta(pdu.event_id()).ok().flatten())
+                {
+                    Some(meta) => meta.stream_pos.min(upto),
+                    None => continue,
+                }
+            };
             let events = self.rooms.timeline_range(
                 &room,
                 since,
-                upto.saturating_add(1),
+                end.saturating_add(1),
                 false,
                 MAX_MEMBER_EVENTS,
             )?;
+            if events.len() == MAX_MEMBER_EVENTS && my_rooms.contains(&room) {
+                // Too much happened to look at each event: every member may be new.
+                for (member, _) in self.rooms.members(&room, Some("join"))? {
+                    if let Ok(member) = OwnedUserId::try_from(member) {
+                        lists.changed.insert(member);
+                    }
+                }
+            }
             for (_, event_id) in events {
-                let Some(pdu) = self.rooms.pdu(&event_id)? else {
+                let (Some(pdu), Some(meta)) = (
+                    self.rooms.pdu(&event_id)?,
+                    self.rooms.event_meta(&event_id)?,
+                ) else {
                     continue;
                 };
                 if *pdu.kind() != TimelineEventType::RoomMember {
@@ -136,6 +164,10 @@ impl Services {
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 match membership.as_deref() {
+                    // A join after a join is a profile change, not a new member.
+                    Some("join")
+                        if self.rooms.membership_at(&meta, &target)?.as_deref() == Some("join") => {
+                    }
                     Some("join") if target == user => {
                         // The user joined: everyone in the room is new to them.
                         for (member, m) in self.rooms.members(&room, Some("join"))? {

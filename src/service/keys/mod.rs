@@ -57,7 +57,15 @@ pub struct Keys {
     /// user, version, room, session → a backed-up session key.
     backup_keys: Tree,
     store_meta: Tree,
+    /// Per user: serialises the writes whose checks read what they replace (uploads, key
+    /// changes, backups), so that two concurrent requests cannot both pass a check.
+    locks: std::sync::Mutex<
+        std::collections::HashMap<ruma::OwnedUserId, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
+
+/// The most unclaimed one-time keys one device may hold.
+pub const MAX_ONE_TIME_KEYS: u64 = 10_000;
 
 /// `user SEP device SEP`: the prefix of a device's one-time and fallback keys.
 fn device_prefix(user: &UserId, device: &str) -> Vec<u8> {
@@ -86,7 +94,20 @@ impl Keys {
             backup_versions: store.tree(trees::USERID_VERSION_KEYBACKUP)?,
             backup_keys: store.tree(trees::USERID_VERSION_ROOMID_SESSIONID_BACKUPKEY)?,
             store_meta: store.tree(trees::META)?,
+            locks: Default::default(),
         })
+    }
+
+    /// Takes the user's key lock (see [`Keys::locks`]).
+    pub async fn lock_user(&self, user: &UserId) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .locks
+            .lock()
+            .map_err(|_| Error::internal("key locks poisoned"))?
+            .entry(user.to_owned())
+            .or_default()
+            .clone();
+        Ok(lock.lock_owned().await)
     }
 
     /// The device keys of a device, as uploaded.
@@ -113,6 +134,7 @@ impl Keys {
     /// Device keys must be the uploader's, correctly self-signed, and may not change once
     /// uploaded; a one-time key ID may not be reused for another key.
     pub async fn upload(&self, user: &UserId, device: &str, upload: Upload) -> Result<Uploaded> {
+        let _guard = self.lock_user(user).await?;
         let invalid = |e: checks::Invalid| Error::InvalidParam(e.0);
         let mut new_device_keys = None;
         if let Some(device_keys) = &upload.device_keys {
@@ -143,10 +165,24 @@ impl Keys {
                 None => one_time.push((stored_key, serde_json::to_vec(key)?)),
             }
         }
+        if !one_time.is_empty() {
+            let held: u64 = self.one_time_key_counts(user, device)?.values().sum();
+            if held + one_time.len() as u64 > MAX_ONE_TIME_KEYS {
+                return Err(Error::InvalidParam(format!(
+                    "a device may hold at most {MAX_ONE_TIME_KEYS} unclaimed one-time keys"
+                )));
+            }
+        }
         let mut fallback = Vec::new();
+        let mut algorithms = std::collections::HashSet::new();
         for (key_id, key) in &upload.fallback_keys {
             checks::check_one_time_key(key_id, key).map_err(invalid)?;
             let (algorithm, _) = checks::split_key_id(key_id).map_err(invalid)?;
+            if !algorithms.insert(algorithm) {
+                return Err(Error::InvalidParam(format!(
+                    "at most one fallback key per algorithm ({algorithm})"
+                )));
+            }
             let stored_key = device_key(user, device, algorithm);
             let unchanged = match self.fallback.get(&stored_key)? {
                 Some(old) => {
@@ -206,8 +242,13 @@ impl Keys {
     /// Forgets the keys of deleted devices and records the change (their owner's contacts must
     /// stop encrypting for them). Says whether anything changed.
     pub async fn remove_devices(&self, user: &UserId, devices: &[String]) -> Result<bool> {
+        let _guard = self.lock_user(user).await?;
         let mut doomed = Vec::new();
         for device in devices {
+            // Signatures on the device's keys go with it (its ID may be used again).
+            for item in self.signatures.scan_prefix(device_prefix(user, device)) {
+                doomed.push((6, item?.0));
+            }
             for item in self.one_time.scan_prefix(device_prefix(user, device)) {
                 doomed.push((1, item?.0));
             }
@@ -230,6 +271,7 @@ impl Keys {
             &self.changes,
             &self.last_change,
             &self.store_meta,
+            &self.signatures,
         ];
         self.store.sequencer().commit(
             || -> Result<((), u64)> {

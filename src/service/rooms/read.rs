@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ruma::{EventId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::visibility::Reader;
 use super::{EventMeta, Rooms};
 use crate::core::Pdu;
 use crate::error::{Error, Result};
@@ -17,6 +18,35 @@ pub struct Viewer<'a> {
     pub user_id: &'a UserId,
     pub device_id: &'a str,
     pub ignored: Arc<HashSet<OwnedUserId>>,
+    /// The user as a reader of each room whose events were bundled, computed once per request.
+    pub readers: ReaderCache,
+}
+
+/// Readers by room, filled as aggregations need them.
+#[derive(Default)]
+pub struct ReaderCache(std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, Arc<Reader>>>);
+
+impl ReaderCache {
+    pub(super) fn get_or(
+        &self,
+        room_id: &ruma::RoomId,
+        make: impl FnOnce() -> Result<Reader>,
+    ) -> Result<Arc<Reader>> {
+        if let Some(reader) = self
+            .0
+            .lock()
+            .map_err(|_| Error::internal("reader cache poisoned"))?
+            .get(room_id)
+        {
+            return Ok(reader.clone());
+        }
+        let reader = Arc::new(make()?);
+        self.0
+            .lock()
+            .map_err(|_| Error::internal("reader cache poisoned"))?
+            .insert(room_id.to_owned(), reader.clone());
+        Ok(reader)
+    }
 }
 
 impl<'a> Viewer<'a> {
@@ -25,6 +55,7 @@ impl<'a> Viewer<'a> {
             user_id,
             device_id,
             ignored: Arc::new(ignored),
+            readers: ReaderCache::default(),
         }
     }
 }

@@ -28,6 +28,9 @@ const MAX_RECURSIVE_ENTRIES: usize = 5000;
 /// How many index entries one page may look at before it answers with what it has.
 const MAX_SCAN: usize = 5000;
 
+/// The most references bundled with one event (the oldest first).
+const MAX_BUNDLED_REFERENCES: usize = 100;
+
 /// What one append changes in the relation index, prepared before its transaction.
 #[derive(Default)]
 pub(super) struct IndexWrite {
@@ -249,10 +252,15 @@ impl Rooms {
         if !redacted && let Some(edit) = self.latest_edit(pdu, &children, viewer, depth)? {
             relations.insert(relation::REPLACE.into(), edit);
         }
-        let thread: Vec<&Child> = children
+        let mut thread: Vec<&Child> = Vec::new();
+        for child in children
             .iter()
             .filter(|(_, e)| e.rel_type == relation::THREAD && !ignored(&e.sender))
-            .collect();
+        {
+            if self.child_visible(pdu.room_id(), child, viewer)? {
+                thread.push(child);
+            }
+        }
         if let Some((_, latest)) = thread.last() {
             let participated = pdu.sender() == viewer.user_id
                 || thread.iter().any(|(_, e)| e.sender == viewer.user_id);
@@ -271,11 +279,18 @@ impl Rooms {
                 );
             }
         }
-        let references: Vec<Value> = children
+        let mut references: Vec<Value> = Vec::new();
+        for child in children
             .iter()
             .filter(|(_, e)| e.rel_type == relation::REFERENCE && !ignored(&e.sender))
-            .map(|(_, e)| json!({ "event_id": e.event_id }))
-            .collect();
+        {
+            if references.len() == MAX_BUNDLED_REFERENCES {
+                break;
+            }
+            if self.child_visible(pdu.room_id(), child, viewer)? {
+                references.push(json!({ "event_id": child.1.event_id }));
+            }
+        }
         if !references.is_empty() {
             relations.insert(relation::REFERENCE.into(), json!({ "chunk": references }));
         }
@@ -309,10 +324,18 @@ impl Rooms {
             ) else {
                 continue;
             };
+            // In an encrypted room `m.new_content` is inside the ciphertext: clients check it.
+            let encrypted = candidate.kind == "m.room.encrypted";
             if edit.state_key().is_some()
-                || !content_of(&edit)?
-                    .get("m.new_content")
-                    .is_some_and(Value::is_object)
+                || (!encrypted
+                    && !content_of(&edit)?
+                        .get("m.new_content")
+                        .is_some_and(Value::is_object))
+                || !self.child_visible(
+                    original.room_id(),
+                    &(meta.stream_pos, (*candidate).clone()),
+                    viewer,
+                )?
             {
                 continue;
             }
@@ -320,6 +343,26 @@ impl Rooms {
             return self.format_at(&edit, &meta, viewer, depth + 2).map(Some);
         }
         Ok(None)
+    }
+
+    /// Whether the viewer may see a child event: at once for a joined member and a child sent
+    /// since their latest join, otherwise by the history visibility at the child.
+    fn child_visible(&self, room_id: &RoomId, child: &Child, viewer: &Viewer<'_>) -> Result<bool> {
+        let reader = viewer
+            .readers
+            .get_or(room_id, || self.reader(room_id, viewer.user_id))?;
+        if reader.membership.as_deref() == Some("join")
+            && reader.last_join.is_some_and(|joined| child.0 > joined)
+        {
+            return Ok(true);
+        }
+        let (Some(pdu), Some(meta)) = (
+            self.pdu(&child.1.event_id)?,
+            self.event_meta(&child.1.event_id)?,
+        ) else {
+            return Ok(false);
+        };
+        self.is_visible(&reader, &pdu, &meta)
     }
 
     /// A page of an event's children for `/relations`: those the reader may see, from users the
@@ -340,14 +383,15 @@ impl Rooms {
             false => request.to.unwrap_or(u64::MAX),
         };
         let entries = if request.recurse {
-            let mut all = self.descendants(parent)?;
+            let mut all = self.descendants(parent, request)?;
             all.retain(|(pos, _)| *pos > after && *pos < before);
             if request.backwards {
                 all.reverse();
             }
             all
         } else {
-            self.children_between(parent, after, before, request.backwards, MAX_SCAN)?
+            // One more than the scan limit: its presence says there is more.
+            self.children_between(parent, after, before, request.backwards, MAX_SCAN + 1)?
         };
         let mut page = RelationsPage {
             chunk: Vec::new(),
@@ -381,8 +425,10 @@ impl Rooms {
         Ok(page)
     }
 
-    /// Children, grandchildren and so on down to [`RECURSION_DEPTH`], oldest first.
-    fn descendants(&self, parent: &EventId) -> Result<Vec<Child>> {
+    /// Children, grandchildren and so on down to [`RECURSION_DEPTH`], oldest first, following
+    /// only relations that match the request's filters (an event related only through a
+    /// non-matching one is left out, as the specification says) and never rich replies.
+    fn descendants(&self, parent: &EventId, request: &RelationsRequest<'_>) -> Result<Vec<Child>> {
         let mut out = Vec::new();
         let mut seen: HashSet<OwnedEventId> = HashSet::new();
         let mut level = vec![parent.to_owned()];
@@ -392,6 +438,13 @@ impl Rooms {
                 for child in self.children(id)? {
                     if out.len() >= MAX_RECURSIVE_ENTRIES {
                         break;
+                    }
+                    let entry = &child.1;
+                    if entry.rel_type == relation::REPLY
+                        || request.rel_type.is_some_and(|r| r != entry.rel_type)
+                        || request.event_type.is_some_and(|t| t != entry.kind)
+                    {
+                        continue;
                     }
                     if seen.insert(child.1.event_id.clone()) {
                         next.push(child.1.event_id.clone());
