@@ -91,6 +91,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub media: MediaConfig,
     pub push: PushConfig,
+    pub search: SearchConfig,
+    pub user_directory: UserDirectoryConfig,
 }
 
 impl Default for Config {
@@ -117,6 +119,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             media: MediaConfig::default(),
             push: PushConfig::default(),
+            search: SearchConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 }
@@ -234,6 +238,8 @@ pub struct RateLimitsConfig {
     pub email_request_per_address: Bucket,
     pub totp_per_account: Bucket,
     pub totp_per_ip: Bucket,
+    /// Content reports (events, rooms, users) per reporting account.
+    pub reports_per_account: Bucket,
 }
 
 impl Default for RateLimitsConfig {
@@ -247,6 +253,7 @@ impl Default for RateLimitsConfig {
             email_request_per_address: Bucket::new(0.02, 3),
             totp_per_account: Bucket::new(0.1, 5),
             totp_per_ip: Bucket::new(0.2, 10),
+            reports_per_account: Bucket::new(0.05, 10),
         }
     }
 }
@@ -303,6 +310,51 @@ impl Default for PushConfig {
         }
     }
 }
+
+/// Server-side full-text search (`POST /search`), see `service::search`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Off: no index is kept and `POST /search` answers 400 `M_UNKNOWN`.
+    pub enabled: bool,
+    /// The index writer's memory budget, in MiB: what it buffers before writing a segment.
+    pub writer_memory_mb: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            writer_memory_mb: 32,
+        }
+    }
+}
+
+/// The smallest and largest search writer budgets accepted, in MiB (the engine needs 15 MB).
+const SEARCH_WRITER_MB: std::ops::RangeInclusive<u64> = 15..=1024;
+
+/// The user directory (`POST /user_directory/search`), see `service::user_directory`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserDirectoryConfig {
+    /// Search every local user, not only those who share a room with the searcher or are joined
+    /// to a public or world-readable room.
+    pub search_all_users: bool,
+    /// The most results one search answers; a larger `limit` is lowered to it.
+    pub max_limit: u64,
+}
+
+impl Default for UserDirectoryConfig {
+    fn default() -> Self {
+        Self {
+            search_all_users: false,
+            max_limit: 100,
+        }
+    }
+}
+
+/// The largest `user_directory.max_limit` accepted.
+const MAX_USER_DIRECTORY_LIMIT: u64 = 1000;
 
 /// Memory the store may use for caches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -519,6 +571,7 @@ impl Config {
             ("email_request_per_address", rl.email_request_per_address),
             ("totp_per_account", rl.totp_per_account),
             ("totp_per_ip", rl.totp_per_ip),
+            ("reports_per_account", rl.reports_per_account),
         ] {
             if !(b.per_second.is_finite() && b.per_second > 0.0) || b.burst == 0 {
                 return Err(key_error(
@@ -546,6 +599,22 @@ impl Config {
         }
         self.validate_media()?;
         self.validate_push()?;
+        if !(1..=MAX_USER_DIRECTORY_LIMIT).contains(&self.user_directory.max_limit) {
+            return Err(key_error(
+                "user_directory.max_limit",
+                format!("must be between 1 and {MAX_USER_DIRECTORY_LIMIT}"),
+            ));
+        }
+        if !SEARCH_WRITER_MB.contains(&self.search.writer_memory_mb) {
+            return Err(key_error(
+                "search.writer_memory_mb",
+                format!(
+                    "must be between {} and {}",
+                    SEARCH_WRITER_MB.start(),
+                    SEARCH_WRITER_MB.end()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -943,6 +1012,27 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("media.{key}")), "{err}");
         }
+        for bad in ["0", "14", "1025"] {
+            let err = Config::load(None, env(&[("ROOST_SEARCH__WRITER_MEMORY_MB", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("search.writer_memory_mb"), "{err}");
+        }
+        let c = Config::load(None, env(&[("ROOST_SEARCH__ENABLED", "off")])).unwrap();
+        assert!(!c.search.enabled);
+        for bad in ["0", "1001"] {
+            let err = Config::load(None, env(&[("ROOST_USER_DIRECTORY__MAX_LIMIT", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("user_directory.max_limit"), "{err}");
+        }
+        let c = Config::load(
+            None,
+            env(&[("ROOST_USER_DIRECTORY__SEARCH_ALL_USERS", "true")]),
+        )
+        .unwrap();
+        assert!(c.user_directory.search_all_users);
+        assert!(!Config::default().user_directory.search_all_users);
         let c = Config::load(
             None,
             env(&[("ROOST_MEDIA__LEGACY_UNAUTHENTICATED_DOWNLOADS", "on")]),

@@ -53,6 +53,7 @@ fn open_services(config: Config) -> Result<Arc<Services>, StartError> {
     services.presence.restore_timers()?;
     services.spawn_delivery_writer();
     services.spawn_push_evaluator();
+    services.spawn_search_indexer();
     services.spawn_push_sender();
     Ok(services)
 }

@@ -34,6 +34,31 @@ enum Command {
     /// Media administration (works while the server is stopped).
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Full-text search administration (works while the server is stopped).
+    #[command(subcommand)]
+    Search(SearchCommand),
+    /// Content reports sent by users (works while the server is stopped).
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    /// List reports, newest first: ID, time (UTC), reporter, target, score, reason.
+    List {
+        /// How many reports to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of tab-separated text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Rebuild the search index from the events in the store.
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +167,8 @@ async fn main() -> anyhow::Result<()> {
         Command::User(cmd) => user_command(config, cmd).await,
         Command::RegistrationToken(cmd) => token_command(config, cmd),
         Command::Media(cmd) => media_command(config, cmd).await,
+        Command::Search(cmd) => search_command(config, cmd),
+        Command::Reports(cmd) => reports_command(config, cmd),
     }
 }
 
@@ -332,5 +359,45 @@ async fn media_command(config: Config, cmd: MediaCommand) -> anyhow::Result<()> 
         }
     }
     services.store.flush_blocking()?;
+    Ok(())
+}
+
+fn search_command(config: Config, cmd: SearchCommand) -> anyhow::Result<()> {
+    if !config.search.enabled {
+        bail!("search is disabled (search.enabled = false)");
+    }
+    let services = open_services(config)?;
+    match cmd {
+        SearchCommand::Rebuild => {
+            let started = std::time::Instant::now();
+            let indexed = services
+                .rebuild_search_index()
+                .context("rebuilding the search index")?;
+            println!(
+                "search index rebuilt in {}: {indexed} events indexed ({:.1} s)",
+                services.search.dir().display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    services.store.flush_blocking()?;
+    Ok(())
+}
+
+/// Reads the report store only: listing reports starts no other part of the server.
+fn reports_command(config: Config, cmd: ReportsCommand) -> anyhow::Result<()> {
+    let store = Store::open_with_cache(&config.data_dir, config.storage.cache_mb << 20)?;
+    let reports = roost::service::reports::Reports::new(&store)?;
+    match cmd {
+        ReportsCommand::List { limit, json } => {
+            for report in reports.list(limit)? {
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{}", report.line());
+                }
+            }
+        }
+    }
     Ok(())
 }

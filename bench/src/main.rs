@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use roost_bench::report::{self, Run};
-use roost_bench::scenarios::{create_rooms, fanout, initial_sync, join, register, send};
+use roost_bench::scenarios::{create_rooms, fanout, initial_sync, join, register, search, send};
 use roost_bench::{Bench, Options, Registration, Scenario, Summary};
 
 #[derive(Parser)]
@@ -61,6 +61,13 @@ enum Command {
         run: RunArgs,
         #[command(flatten)]
         scenario: register::Config,
+    },
+    /// A large message history, then single-word server-side searches: search latency.
+    Search {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        scenario: search::Config,
     },
     /// Every scenario with its standard parameters, sharing one pool of users (registered
     /// first, as the `register` scenario).
@@ -338,6 +345,7 @@ async fn main() -> Result<()> {
         | Command::CreateRooms { run, .. }
         | Command::Join { run, .. }
         | Command::Register { run, .. }
+        | Command::Search { run, .. }
         | Command::Standard { run, .. } => run,
     };
     let mut out = Output::start(run).await?;
@@ -348,6 +356,7 @@ async fn main() -> Result<()> {
         Command::CreateRooms { scenario, .. } => out.run(scenario).await?,
         Command::Join { scenario, .. } => out.run(scenario).await?,
         Command::Register { scenario, .. } => out.run(scenario).await?,
+        Command::Search { scenario, .. } => out.run(scenario).await?,
         Command::Standard { scale, skip, .. } => standard(&mut out, *scale, skip).await?,
         Command::Report { .. } => {}
     }

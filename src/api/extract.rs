@@ -54,19 +54,26 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Option<String> {
+/// The access token of a request, if it carries one. An `Authorization` header that is not a
+/// bearer token is refused (`M_MISSING_TOKEN`), rather than read as no token at all, so that a
+/// request to an endpoint where the token is optional is never answered anonymously by mistake.
+fn bearer_token(parts: &Parts) -> Result<Option<String>> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+        return value
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| Some(token.trim().to_owned()))
+            .ok_or(Error::MissingToken);
     }
     // Deprecated, but still sent by some clients.
-    let query = parts.uri.query()?;
-    url::form_urlencoded::parse(query.as_bytes())
+    let Some(query) = parts.uri.query() else {
+        return Ok(None);
+    };
+    Ok(url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v.into_owned()))
 }
 
 /// Checks the access token (if any) and records the device's last-seen address; when `activity`,
@@ -76,7 +83,7 @@ async fn authenticate(
     state: &AppState,
     activity: bool,
 ) -> Result<Option<Authed>> {
-    let Some(token) = bearer_token(parts) else {
+    let Some(token) = bearer_token(parts)? else {
         return Ok(None);
     };
     let authed = state.sessions.authenticate(&token)?;

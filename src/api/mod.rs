@@ -273,6 +273,7 @@ fn routes() -> Routes {
                 .get(backup::get_session)
                 .delete(backup::delete_session),
         )
+        .route(&v3("/search"), post(search::search))
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))
@@ -358,6 +359,22 @@ fn routes() -> Routes {
             &v3("/rooms/{room}/read_markers"),
             post(receipts::set_read_markers),
         )
+        .route(&v3("/user_directory/search"), post(user_directory::search))
+        .route(
+            "/_matrix/client/v1/rooms/{room}/hierarchy",
+            get(spaces::hierarchy),
+        )
+        .route(
+            "/_matrix/client/v1/room_summary/{room}",
+            get(spaces::summary),
+        )
+        .route(&v3("/rooms/{room}/summary"), get(spaces::summary))
+        .route(
+            &v3("/rooms/{room}/report/{event}"),
+            post(report::report_event),
+        )
+        .route(&v3("/rooms/{room}/report"), post(report::report_room))
+        .route(&v3("/users/{user}/report"), post(report::report_user))
         .route(
             &mfa("/totp"),
             get(mfa::status).post(mfa::enroll).delete(mfa::disable),

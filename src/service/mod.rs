@@ -17,16 +17,21 @@ pub mod push;
 pub mod ratelimit;
 pub mod receipts;
 pub mod regtokens;
+pub mod reports;
 pub mod room_ephemeral;
+pub mod room_summary;
 pub mod rooms;
+pub mod search;
 pub mod sessions;
 pub mod signing_key;
+pub mod spaces;
 pub mod sync;
 pub mod threepid;
 pub mod to_device;
 pub mod typing;
 pub mod uia;
 pub mod unread;
+pub mod user_directory;
 
 use std::sync::Arc;
 
@@ -69,6 +74,14 @@ pub struct Services {
     pub media: media::Media,
     /// End-to-end encryption keys and device-list changes.
     pub keys: keys::Keys,
+    /// Server-side full-text search.
+    pub search: search::Search,
+    /// The members of public rooms, for user directory searches.
+    pub user_directory: user_directory::UserDirectory,
+    /// Space hierarchy walks between pages.
+    pub space_walks: spaces::SpaceWalks,
+    /// Content reports for the server's administrators.
+    pub reports: reports::Reports,
 }
 
 impl Services {
@@ -79,6 +92,7 @@ impl Services {
         let server_name = ruma::ServerName::parse(&config.server_name)
             .map_err(|e| crate::error::Error::internal(format!("server_name: {e}")))?;
         let push = push::Push::new(&store)?;
+        let search = search::Search::new(&config, &store)?;
         Ok(Arc::new(Self {
             accounts: accounts::Accounts::new(&store, config.clone())?,
             devices: devices::Devices::new(&store)?,
@@ -101,9 +115,14 @@ impl Services {
                 config.storage.state_cache_entries,
                 config.storage.event_cache_entries,
                 push.queue(),
+                search.queue(),
             )?,
             push,
+            search,
             filters: filters::Filters::new(&store)?,
+            user_directory: user_directory::UserDirectory::default(),
+            space_walks: spaces::SpaceWalks::default(),
+            reports: reports::Reports::new(&store)?,
             keys: keys::Keys::new(&store)?,
             typing: typing::Typing::new(&store, notifier.clone())?,
             receipts: receipts::Receipts::new(&store)?,

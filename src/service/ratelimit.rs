@@ -16,6 +16,7 @@ pub enum Limit {
     EmailRequestPerAddress,
     TotpPerAccount,
     TotpPerIp,
+    ReportsPerAccount,
 }
 
 struct State {
@@ -49,6 +50,7 @@ impl RateLimiter {
             Limit::EmailRequestPerAddress => c.email_request_per_address,
             Limit::TotpPerAccount => c.totp_per_account,
             Limit::TotpPerIp => c.totp_per_ip,
+            Limit::ReportsPerAccount => c.reports_per_account,
         }
     }
 

@@ -102,6 +102,8 @@ pub mod trees {
     pub const USERID_PENDINGMEDIA: &str = "userid_pendingmedia";
     /// Cached thumbnails, by (content SHA-256, width, height, method, animated).
     pub const SHA256_THUMBNAIL: &str = "sha256_thumbnail";
+    /// report ID (big-endian) → a content report: reporter, target, reason, score, time.
+    pub const REPORTID_REPORT: &str = "reportid_report";
 }
 
 /// Trees that [`Store::digest`] leaves out, because any authenticated request may change them.

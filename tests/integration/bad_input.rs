@@ -595,6 +595,32 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             .bad_body(r#"{"event_format":"bogus"}"#)
             .bad_body(r#"{"event_fields":[""]}"#),
         Endpoint::new("GET", "/_matrix/client/v3/user/{user}/filter/{filter}", Token),
+        // Search.
+        Endpoint::new("POST", "/_matrix/client/v3/search", Token)
+            .json(
+                json!({ "search_categories": { "room_events": { "search_term": "hello" } } }),
+                &[("search_categories", Obj, true)],
+            )
+            .bad_body(r#"{"search_categories":{"room_events":{}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":[]}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":1}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","order_by":"oldest"}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","keys":["content.msgtype"]}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","keys":"content.body"}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","filter":[]}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","filter":{"limit":-1}}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","event_context":{"before_limit":-1}}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","groupings":{"group_by":[{"key":"type"}]}}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","groupings":{"group_by":"room_id"}}}}"#)
+            .bad_body(r#"{"search_categories":{"room_events":{"search_term":"x","include_state":"yes"}}}"#)
+            .bad_body(format!(
+                r#"{{"search_categories":{{"room_events":{{"search_term":"{}"}}}}}}"#,
+                "word ".repeat(300)
+            ))
+            .bad_query("next_batch=bogus")
+            .bad_query("next_batch=")
+            .bad_query("next_batch=%FF")
+            .bad_query("next_batch=a&next_batch=b"),
         // Rooms.
         Endpoint::new("POST", "/_matrix/client/v3/createRoom", Token)
             .json(
@@ -855,6 +881,46 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
             .bad_body(r#"{"m.fully_read":"$nonexistent"}"#)
             .bad_body(r#"{"m.read":["$a"]}"#)
             .bad_body(r#"{"m.read.private":{}}"#),
+        // People and rooms: the user directory, spaces, room summaries and reports.
+        Endpoint::new("POST", "/_matrix/client/v3/user_directory/search", Token)
+            .json(
+                json!({ "search_term": "bob", "limit": 10 }),
+                &[("search_term", Str, true), ("limit", UInt, false)],
+            )
+            .bad_body(format!(r#"{{"search_term":"{}"}}"#, "b".repeat(300))),
+        Endpoint::new("GET", "/_matrix/client/v1/rooms/{room}/hierarchy", Token)
+            .query(
+                "",
+                &[
+                    ("limit", UInt, false),
+                    ("max_depth", UInt, false),
+                    ("suggested_only", Bool, false),
+                ],
+            )
+            .bad_query("limit=0")
+            .bad_query("from=bogus")
+            .bad_query("from=")
+            .bad_query("from=%FF"),
+        Endpoint::new("GET", "/_matrix/client/v1/room_summary/{room}", OptionalToken)
+            .bad_param("room", "%23nonexistent:localhost")
+            .bad_query("via=bad%20server")
+            .bad_query("via=%FF"),
+        Endpoint::new("GET", "/_matrix/client/v3/rooms/{room}/summary", OptionalToken)
+            .bad_query("via=bad%20server"),
+        Endpoint::new("POST", "/_matrix/client/v3/rooms/{room}/report/{event}", Token)
+            .json(json!({ "reason": "spam" }), &[("reason", Str, false)])
+            .bad_body(r#"{"score":1}"#)
+            .bad_body(r#"{"score":-101}"#)
+            .bad_body(r#"{"score":"-10"}"#)
+            .bad_body(r#"{"score":-1.5}"#)
+            .bad_body(r#"{"score":-9223372036854775809}"#)
+            .bad_body(format!(r#"{{"reason":"{}"}}"#, "r".repeat(1001))),
+        Endpoint::new("POST", "/_matrix/client/v3/rooms/{room}/report", Token)
+            .json(json!({ "reason": "spam" }), &[("reason", Str, true)])
+            .bad_body(format!(r#"{{"reason":"{}"}}"#, "r".repeat(1001))),
+        Endpoint::new("POST", "/_matrix/client/v3/users/{user}/report", Token)
+            .json(json!({ "reason": "spam" }), &[("reason", Str, true)])
+            .bad_body(format!(r#"{{"reason":"{}"}}"#, "r".repeat(1001))),
         // Two-factor login.
         Endpoint::new("GET", "/_matrix/client/unstable/org.roost.mfa/totp", Token),
         Endpoint::new("POST", "/_matrix/client/unstable/org.roost.mfa/totp", Token),
@@ -1889,6 +1955,16 @@ async fn world(server: &TestServer) -> World {
         .await;
     assert_eq!(status, 200, "{body}");
     let media_pending = media_id(&body);
+    // The search index commits what the messages above added, and stores its progress, when a
+    // search waits for them: now, rather than during the corpus.
+    let (status, body) = server
+        .post(
+            &format!("{V3}/search"),
+            Some(&alice.token),
+            json!({ "search_categories": { "room_events": { "search_term": "hello" } } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     World {
         alice,
         alice_device,

@@ -1,7 +1,7 @@
 //! The load tool (`roost-bench`) against a real server, each scenario with tiny parameters:
 //! the counts it reports and what the server holds afterwards. Timings are never asserted.
 
-use roost_bench::scenarios::{create_rooms, fanout, initial_sync, join, register, send};
+use roost_bench::scenarios::{create_rooms, fanout, initial_sync, join, register, search, send};
 use roost_bench::{Bench, Options, Registration, Summary};
 use serde_json::Value;
 
@@ -258,4 +258,26 @@ async fn registers_with_a_registration_token_when_the_server_asks_for_one() {
     let summary = bench.run(&config, "test").await.expect("runs");
     assert_eq!(summary.failures, 0, "{:?}", summary.first_failure);
     assert_eq!(count(&summary, "users"), 2);
+}
+
+#[tokio::test]
+async fn search_fills_a_history_and_finds_the_rare_word() {
+    let server = TestServer::start().await;
+    let bench = bench(&server).await;
+    let config = search::Config {
+        messages: 30,
+        rooms: 3,
+        senders: 4,
+        searches: 5,
+        repeats: 2,
+    };
+    let summary = bench.run(&config, "test").await.expect("search runs");
+    no_failures(&summary);
+    assert_eq!(count(&summary, "messages"), 30);
+    assert_eq!(count(&summary, "searches"), 9);
+    assert_eq!(count(&summary, "rare_matches"), 1);
+    assert!(count(&summary, "common_matches") > count(&summary, "rare_matches"));
+    assert_eq!(summary.latency("search").expect("search").count, 5);
+    assert_eq!(summary.latency("search_rare").expect("rare").count, 2);
+    assert_eq!(summary.latency("search_common").expect("common").count, 2);
 }

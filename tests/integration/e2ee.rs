@@ -178,7 +178,10 @@ async fn cross_signing_and_key_backup_restore_on_a_new_device() {
         .request_user_identity(&user_id("alice"))
         .await
         .unwrap();
-    assert!(identity.is_some(), "Bob sees Alice's cross-signing identity");
+    assert!(
+        identity.is_some(),
+        "Bob sees Alice's cross-signing identity"
+    );
 
     // Recovery: a backup and secret storage; room keys go into the backup.
     let recovery_key = alice.encryption().recovery().enable().await.unwrap();

@@ -9,6 +9,7 @@ pub mod fanout;
 pub mod initial_sync;
 pub mod join;
 pub mod register;
+pub mod search;
 pub mod send;
 
 use std::future::Future;

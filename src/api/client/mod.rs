@@ -18,13 +18,17 @@ pub mod push;
 pub mod receipts;
 pub mod register;
 pub mod relations;
+pub mod report;
 pub mod rooms;
+pub mod search;
 pub mod session;
+pub mod spaces;
 pub mod sync;
 pub mod threepid;
 pub mod to_device;
 pub mod typing;
 pub mod upgrade;
+pub mod user_directory;
 
 use axum::Json;
 use ruma::UserId;

@@ -157,6 +157,8 @@ pub struct Rooms {
     pub aliases: alias::Aliases,
     /// Where appended events go for push-rule evaluation.
     push_queue: crate::service::push::EvalQueue,
+    /// Where appended events go for the full-text index.
+    search_queue: crate::service::search::IndexQueue,
 }
 
 /// Maps core errors to API errors.
@@ -184,6 +186,7 @@ impl From<core::Error> for Error {
 }
 
 impl Rooms {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: &Store,
         server_name: OwnedServerName,
@@ -192,6 +195,7 @@ impl Rooms {
         state_cache_entries: usize,
         event_cache_entries: usize,
         push_queue: crate::service::push::EvalQueue,
+        search_queue: crate::service::search::IndexQueue,
     ) -> Result<Self> {
         let start = crate::storage::stream::current(store)?;
         let rooms = Self {
@@ -226,6 +230,7 @@ impl Rooms {
             events: event_cache::EventCache::new(event_cache_entries),
             last_create_ts: std::sync::atomic::AtomicU64::new(0),
             push_queue,
+            search_queue,
         };
         rooms.index_existing_relations()?;
         Ok(rooms)
@@ -590,6 +595,7 @@ impl Rooms {
                 .unwrap_or_else(|e| e.into_inner())
                 .record(pos, &room_id);
             self.push_queue.push(room_id.clone(), event_id.clone(), pos);
+            self.search_queue.push(pdu, pos);
         })?;
         for (id, _, full) in plan.new {
             self.snapshots.remember(id, Arc::new(full))?;

@@ -51,7 +51,7 @@ impl Rooms {
 
     /// The rooms named by the `m.room_membership` allow conditions when the join rule of `state`
     /// is `restricted` or `knock_restricted`; `None` for other join rules.
-    fn allowed_rooms(&self, state: &StateMap) -> Result<Option<Vec<OwnedRoomId>>> {
+    pub(crate) fn allowed_rooms(&self, state: &StateMap) -> Result<Option<Vec<OwnedRoomId>>> {
         let Some(event_id) = state.get(&(StateEventType::RoomJoinRules, String::new())) else {
             return Ok(None);
         };
@@ -63,7 +63,7 @@ impl Rooms {
     }
 
     /// Whether `user` is joined to one of `rooms`.
-    fn is_joined_to_any(&self, user: &UserId, rooms: &[OwnedRoomId]) -> Result<bool> {
+    pub(crate) fn is_joined_to_any(&self, user: &UserId, rooms: &[OwnedRoomId]) -> Result<bool> {
         for room in rooms {
             if self.membership(room, user)?.as_deref() == Some("join") {
                 return Ok(true);
