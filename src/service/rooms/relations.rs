@@ -531,23 +531,14 @@ impl Rooms {
                 continue;
             }
             let write = self.relation_write(&pdu)?;
-            let (Some((prefix, entry)), room_id) = (&write.add, pdu.room_id()) else {
+            if write.add.is_none() {
                 continue;
-            };
-            let mut child_key = prefix.clone();
-            child_key.extend_from_slice(&keys::u64_be(pos));
-            self.relations.put(child_key, entry.clone())?;
-            if let Some(root) = &write.thread_root {
-                if let Some(old) = self.thread_latest.get(root.as_bytes())?
-                    && let Some(old) = keys::read_u64_be(&old)
-                {
-                    self.thread_order.delete(timeline_key(room_id, old))?;
-                }
-                self.thread_order
-                    .put(timeline_key(room_id, pos), root.as_bytes().to_vec())?;
-                self.thread_latest
-                    .put(root.as_bytes(), keys::u64_be(pos).to_vec())?;
             }
+            // The same writes as an append makes, one event at a time.
+            let trees = [&self.relations, &self.thread_latest, &self.thread_order];
+            self.store.transact(&trees, |t| {
+                Self::apply_relation_write(&write, pdu.room_id(), pos, &t[0], &t[1], &t[2])
+            })?;
             indexed += 1;
         }
         self.store_meta.put(DONE, b"1".to_vec())?;
