@@ -78,7 +78,7 @@ fn bearer_token(parts: &Parts) -> Result<Option<String>> {
 
 /// Checks the access token (if any) and records the device's last-seen address; when `activity`,
 /// the request also counts as presence activity.
-async fn authenticate(
+pub(crate) async fn authenticate(
     parts: &mut Parts,
     state: &AppState,
     activity: bool,

@@ -1,5 +1,6 @@
 //! HTTP routing: every endpoint, the fallbacks, and the layers (CORS, tracing).
 
+pub mod chat;
 pub mod client;
 pub mod extract;
 pub mod media;
@@ -16,13 +17,13 @@ use extract::AppState;
 
 /// The router being built, with the path template of every route added to it.
 #[derive(Default)]
-struct Routes {
+pub(crate) struct Routes {
     router: Router<AppState>,
     templates: Vec<String>,
 }
 
 impl Routes {
-    fn route(mut self, path: &str, handlers: MethodRouter<AppState>) -> Self {
+    pub(crate) fn route(mut self, path: &str, handlers: MethodRouter<AppState>) -> Self {
         self.templates.push(path.to_owned());
         self.router = self.router.route(path, handlers);
         self
@@ -381,4 +382,11 @@ fn routes() -> Routes {
         )
         .route(&mfa("/totp/confirm"), post(mfa::confirm))
         .media_routes()
+        .chat_routes()
+}
+
+impl Routes {
+    fn chat_routes(self) -> Self {
+        chat::routes(self)
+    }
 }

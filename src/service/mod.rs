@@ -2,6 +2,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod chat;
 pub mod devices;
 pub mod filters;
 pub mod keys;
@@ -82,6 +83,8 @@ pub struct Services {
     pub space_walks: spaces::SpaceWalks,
     /// Content reports for the server's administrators.
     pub reports: reports::Reports,
+    /// What only the Chat API needs: friends, the call log, its notification feed.
+    pub chat: chat::Chat,
 }
 
 impl Services {
@@ -123,6 +126,7 @@ impl Services {
             user_directory: user_directory::UserDirectory::default(),
             space_walks: spaces::SpaceWalks::default(),
             reports: reports::Reports::new(&store)?,
+            chat: chat::Chat::new(&store)?,
             keys: keys::Keys::new(&store)?,
             typing: typing::Typing::new(&store, notifier.clone())?,
             receipts: receipts::Receipts::new(&store)?,

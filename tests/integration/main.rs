@@ -8,6 +8,8 @@ mod account_data;
 mod accounts;
 mod bad_input;
 mod bench;
+mod chat_common;
+mod chat_spec;
 mod directory;
 mod e2ee;
 mod email;

@@ -1,0 +1,7 @@
+//! Chat API: notifications.
+
+use crate::api::Routes;
+
+pub(super) fn routes(routes: Routes) -> Routes {
+    routes
+}

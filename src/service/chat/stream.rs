@@ -1,0 +1,1 @@
+//! Chat: the event stream of the WebSocket.
