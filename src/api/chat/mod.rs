@@ -12,6 +12,7 @@ mod files;
 mod friends;
 mod groups;
 mod messages;
+pub mod model;
 mod notifications;
 mod users;
 mod ws;
