@@ -93,6 +93,7 @@ pub struct Config {
     pub push: PushConfig,
     pub search: SearchConfig,
     pub user_directory: UserDirectoryConfig,
+    pub turn: TurnConfig,
 }
 
 impl Default for Config {
@@ -121,6 +122,7 @@ impl Default for Config {
             push: PushConfig::default(),
             search: SearchConfig::default(),
             user_directory: UserDirectoryConfig::default(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -355,6 +357,34 @@ impl Default for UserDirectoryConfig {
 
 /// The largest `user_directory.max_limit` accepted.
 const MAX_USER_DIRECTORY_LIMIT: u64 = 1000;
+
+/// A TURN server for voice and video calls (`GET /_matrix/client/v3/voip/turnServer`, Chat API
+/// `GET /call/turn`): clients get time-limited credentials for it, made with the secret the TURN
+/// server shares with us (coturn's `use-auth-secret` / `static-auth-secret`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// The TURN server's URIs (`turn:host:port?transport=udp`, `turns:...`). Empty: no TURN.
+    pub uris: Vec<String>,
+    /// The secret shared with the TURN server. Unset: no TURN.
+    pub shared_secret: Option<String>,
+    /// How long the credentials handed out stay valid, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            ttl_secs: 86_400,
+        }
+    }
+}
+
+/// The shortest and longest TURN credential lifetimes accepted, in seconds (one minute to a
+/// week).
+const TURN_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
 
 /// Memory the store may use for caches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -599,6 +629,7 @@ impl Config {
         }
         self.validate_media()?;
         self.validate_push()?;
+        self.validate_turn()?;
         if !(1..=MAX_USER_DIRECTORY_LIMIT).contains(&self.user_directory.max_limit) {
             return Err(key_error(
                 "user_directory.max_limit",
@@ -632,6 +663,43 @@ impl Config {
                     format!("must be between 1 and {max}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let turn = &self.turn;
+        for uri in &turn.uris {
+            let rest = uri
+                .strip_prefix("turn:")
+                .or_else(|| uri.strip_prefix("turns:"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with(['?', ':']))
+                || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(key_error(
+                    "turn.uris",
+                    format!("`{uri}` is not a turn: or turns: URI"),
+                ));
+            }
+        }
+        if turn.shared_secret.as_deref() == Some("") {
+            return Err(key_error("turn.shared_secret", "must not be empty"));
+        }
+        if turn.uris.is_empty() != turn.shared_secret.is_none() {
+            return Err(key_error(
+                "turn.shared_secret",
+                "turn.uris and turn.shared_secret go together",
+            ));
+        }
+        if !TURN_TTL_SECS.contains(&turn.ttl_secs) {
+            return Err(key_error(
+                "turn.ttl_secs",
+                format!(
+                    "must be between {} and {} seconds",
+                    TURN_TTL_SECS.start(),
+                    TURN_TTL_SECS.end()
+                ),
+            ));
         }
         Ok(())
     }
@@ -942,6 +1010,7 @@ mod tests {
             "smtp.host",
             "smtp.username",
             "smtp.password",
+            "turn.shared_secret",
         ] {
             all.push(optional.into());
         }
@@ -1040,5 +1109,41 @@ mod tests {
         .unwrap();
         assert!(c.media.legacy_unauthenticated_downloads);
         assert_eq!(c.media.max_upload_bytes, 50 << 20);
+    }
+
+    #[test]
+    fn turn_settings_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "ROOST_TURN__URIS",
+                    "turn:127.0.0.1:3478?transport=udp,turns:t.example",
+                ),
+                ("ROOST_TURN__SHARED_SECRET", "s3cret"),
+                ("ROOST_TURN__TTL_SECS", "600"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.turn.uris.len(), 2);
+        assert_eq!(c.turn.shared_secret.as_deref(), Some("s3cret"));
+        assert_eq!(c.turn.ttl_secs, 600);
+        assert_eq!(Config::default().turn.ttl_secs, 86_400);
+        for (vars, key) in [
+            (&[("ROOST_TURN__URIS", "http://t.example")][..], "turn.uris"),
+            (&[("ROOST_TURN__URIS", "turn:")][..], "turn.uris"),
+            (
+                &[("ROOST_TURN__URIS", "turn:t.example")][..],
+                "turn.shared_secret",
+            ),
+            (
+                &[("ROOST_TURN__SHARED_SECRET", "x")][..],
+                "turn.shared_secret",
+            ),
+            (&[("ROOST_TURN__TTL_SECS", "59")][..], "turn.ttl_secs"),
+        ] {
+            let err = Config::load(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

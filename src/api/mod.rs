@@ -83,8 +83,12 @@ pub fn route_templates() -> Vec<String> {
 pub fn router(state: AppState) -> Router {
     routes()
         .router
-        .fallback(|| async { Error::Unrecognized("unrecognized request".into()) })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .fallback(|uri: axum::http::Uri| async move {
+            unmatched(&uri, Error::Unrecognized("unrecognized request".into()))
+        })
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            unmatched(&uri, Error::MethodNotAllowed)
+        })
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -124,6 +128,18 @@ pub fn router(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// The answer to a request no route serves: the Matrix error shape under the Matrix prefixes, the
+/// Chat API's shape everywhere else.
+fn unmatched(uri: &axum::http::Uri, error: Error) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path.starts_with("/_matrix") || path.starts_with("/.well-known") || path == "/health" {
+        error.into_response()
+    } else {
+        chat::error::ChatError::from(error).into_response()
+    }
 }
 
 /// Every endpoint; [`router`] adds the fallbacks and the layers.
@@ -361,6 +377,7 @@ fn routes() -> Routes {
             post(receipts::set_read_markers),
         )
         .route(&v3("/user_directory/search"), post(user_directory::search))
+        .route(&v3("/voip/turnServer"), get(voip::turn_server))
         .route(
             "/_matrix/client/v1/rooms/{room}/hierarchy",
             get(spaces::hierarchy),

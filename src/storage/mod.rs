@@ -104,6 +104,25 @@ pub mod trees {
     pub const SHA256_THUMBNAIL: &str = "sha256_thumbnail";
     /// report ID (big-endian) → a content report: reporter, target, reason, score, time.
     pub const REPORTID_REPORT: &str = "reportid_report";
+    /// Chat API sign-ups waiting for their e-mail code (see `service::chat::signups`).
+    pub const CHAT_SIGNUPID_SIGNUP: &str = "chat_signupid_signup";
+    /// Chat API: unverified sign-up e-mail addresses, user → address and address → user.
+    pub const CHAT_UNVERIFIED_EMAIL: &str = "chat_unverified_email";
+    /// Chat API password-reset codes by their SHA-256 (see `service::chat::password_resets`).
+    pub const CHAT_RESETCODE_RESET: &str = "chat_resetcode_reset";
+    /// Chat API: user, peer → their direct-message room (written both ways; see `service::chat::friends`).
+    pub const USERID_PEERID_DMROOM: &str = "userid_peerid_dmroom";
+    /// Chat API: direct-message room → its two users (creator, invitee).
+    pub const DMROOM_USERIDS: &str = "dmroom_userids";
+    /// Chat API: call ID, room → the call's record (see `service::chat::calls`).
+    pub const CALLID_ROOMID_CALL: &str = "callid_roomid_call";
+    /// Chat API: user, stream position of the call's invite → call ID, room: the call log.
+    pub const USERID_STREAMPOS_CALL: &str = "userid_streampos_call";
+    /// Chat API: user, stream position → a notification push rules do not make (friend
+    /// accepted, missed call); see `service::chat::notifications`.
+    pub const USERID_STREAMPOS_CHATNOTIFICATION: &str = "userid_streampos_chatnotification";
+    /// Chat API: user, notification ID → read mark (and the user's "all read up to" position).
+    pub const USERID_CHATNOTIFICATIONID_READ: &str = "userid_chatnotificationid_read";
 }
 
 /// Trees that [`Store::digest`] leaves out, because any authenticated request may change them.

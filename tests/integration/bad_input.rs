@@ -192,6 +192,7 @@ fn endpoints(w: &World) -> Vec<Endpoint> {
         Endpoint::new("GET", "/.well-known/matrix/client", Public),
         Endpoint::new("GET", "/.well-known/matrix/server", Public),
         Endpoint::new("GET", "/_matrix/client/v3/capabilities", Token),
+        Endpoint::new("GET", "/_matrix/client/v3/voip/turnServer", Token),
         // Sessions.
         Endpoint::new("GET", "/_matrix/client/v3/login", Public),
         Endpoint::new("POST", "/_matrix/client/v3/login", Public)
@@ -2014,7 +2015,11 @@ async fn every_endpoint_refuses_bad_input() {
             e.path
         );
     }
-    let routes: BTreeSet<String> = roost::api::route_templates().into_iter().collect();
+    // The Chat API's routes answer in their own error shape; `chat_openapi` walks them.
+    let routes: BTreeSet<String> = roost::api::route_templates()
+        .into_iter()
+        .filter(|r| r.starts_with("/_matrix") || r.starts_with("/.well-known") || r == "/health")
+        .collect();
     let listed: BTreeSet<String> = table.iter().map(|e| e.path.to_owned()).collect();
     let missing: Vec<_> = routes.difference(&listed).collect();
     assert!(

@@ -86,7 +86,10 @@ pub async fn signup(server: &TestServer, username: &str) -> ChatUser {
     .await;
     assert_eq!(status, 201, "signup {username}: {body}");
     ChatUser {
-        token: body["access_token"].as_str().expect("access_token").to_owned(),
+        token: body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
         refresh_token: body["refresh_token"]
             .as_str()
             .expect("refresh_token")

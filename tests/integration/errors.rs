@@ -13,6 +13,14 @@ async fn unknown_endpoint_wrong_method_and_discovery() {
     assert_eq!((status, errcode(&body)), (404, "M_UNRECOGNIZED"));
     let (status, body) = server.get("/_matrix/client/v3/register", None).await;
     assert_eq!((status, errcode(&body)), (405, "M_UNRECOGNIZED"));
+    // Outside the Matrix prefixes, the Chat API's error shape.
+    let (status, body) = server.get("/nope", None).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, body) = server.get("/signup", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (405, &json!("method_not_allowed"))
+    );
 
     let (status, body) = server.get("/_matrix/client/versions", None).await;
     assert_eq!(status, 200);

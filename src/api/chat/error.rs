@@ -113,9 +113,10 @@ impl From<Error> for ChatError {
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| error.to_string());
-        // 409 for a taken name: a conflict, whatever the Matrix API answers.
+        // 409 for a taken name or a reaction given twice: conflicts, whatever the Matrix API
+        // answers.
         let status = match error {
-            Error::UserInUse => StatusCode::CONFLICT,
+            Error::UserInUse | Error::DuplicateAnnotation(_) => StatusCode::CONFLICT,
             _ => status,
         };
         let retry_after_ms = match error {

@@ -6,14 +6,28 @@
 pub mod error;
 pub mod extract;
 
+mod blocks;
 mod calls;
+mod chat_files;
 mod docs;
+pub mod file_model;
 mod files;
 mod friends;
+mod group_members;
+pub mod group_model;
 mod groups;
+mod login;
+mod message_actions;
+mod message_history;
+pub mod message_model;
 mod messages;
 pub mod model;
 mod notifications;
+mod paging;
+mod password_reset;
+mod profile;
+mod signup;
+mod totp;
 mod users;
 mod ws;
 

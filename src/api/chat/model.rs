@@ -14,7 +14,9 @@ pub fn media_url(mxc: &str) -> Option<String> {
     if server.is_empty() || media.is_empty() || media.contains('/') {
         return None;
     }
-    Some(format!("/_matrix/client/v1/media/download/{server}/{media}"))
+    Some(format!(
+        "/_matrix/client/v1/media/download/{server}/{media}"
+    ))
 }
 
 /// `{user_id, username, display_name, avatar_url}` from the user's global profile.
@@ -32,3 +34,6 @@ pub fn user_summary(state: &AppState, user_id: &UserId) -> Result<Value> {
         "avatar_url": avatar_url,
     }))
 }
+
+// The Message, MessageStatus and message File objects live beside their helpers.
+pub use super::message_model::{chat_type, file_object, message, message_status};

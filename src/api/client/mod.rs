@@ -29,6 +29,7 @@ pub mod to_device;
 pub mod typing;
 pub mod upgrade;
 pub mod user_directory;
+pub mod voip;
 
 use axum::Json;
 use ruma::UserId;

@@ -2,10 +2,17 @@
 //! whose friend (and through which direct-message room), the call log, the notification feed and
 //! the event stream of the WebSocket.
 
+pub mod call_signalling;
 pub mod calls;
+mod expiring;
+pub mod feed;
 pub mod friends;
 pub mod notifications;
+pub mod observer;
+pub mod password_resets;
+pub mod signups;
 pub mod stream;
+pub mod turn;
 
 use std::time::SystemTime;
 
@@ -18,6 +25,12 @@ pub struct Chat {
     pub friends: friends::Friends,
     pub calls: calls::Calls,
     pub notifications: notifications::Notifications,
+    /// Sign-ups waiting for their e-mail code, and unverified sign-up addresses.
+    pub signups: signups::Signups,
+    /// Password-reset codes sent by e-mail.
+    pub password_resets: password_resets::PasswordResets,
+    /// The timings of the WebSocket event stream.
+    pub stream: stream::Stream,
 }
 
 impl Chat {
@@ -27,6 +40,9 @@ impl Chat {
             friends: friends::Friends::new(store)?,
             calls: calls::Calls::new(store)?,
             notifications: notifications::Notifications::new(store)?,
+            signups: signups::Signups::new(store)?,
+            password_resets: password_resets::PasswordResets::new(store)?,
+            stream: stream::Stream::default(),
         })
     }
 }

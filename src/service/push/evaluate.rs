@@ -162,7 +162,12 @@ impl Services {
     async fn evaluate_isolated(self: &Arc<Self>, job: EvalJob) {
         let services = self.clone();
         let event_id = job.event_id.clone();
-        let evaluation = tokio::spawn(async move { services.evaluate_event(&job).await });
+        let evaluation = tokio::spawn(async move {
+            let pushed = services.evaluate_event(&job).await;
+            // The Chat API's call log and notifications follow the same events in the same order.
+            let observed = services.observe_for_chat(&job);
+            pushed.and(observed)
+        });
         match evaluation.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -1,7 +1,0 @@
-//! Chat API: ws.
-
-use crate::api::Routes;
-
-pub(super) fn routes(routes: Routes) -> Routes {
-    routes
-}

@@ -1,0 +1,309 @@
+//! Calls through the Chat API: each action sends the Matrix VoIP event (version 1) into the
+//! chat, so that Matrix clients in the room ring and answer as usual. The call log is then
+//! read back from the records the ordered consumer of events made (see
+//! [`observer`](super::observer)); each action first waits until that consumer has reached the
+//! present, so that it acts on what the room says now.
+
+use ruma::events::TimelineEventType;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::calls::{CallRecord, CallView, INVITE_LIFETIME_MS};
+use super::friends::Friendship;
+use crate::error::{Error, Result};
+use crate::service::Services;
+use crate::service::rooms::NewEvent;
+use crate::util::{now_ms, random_string};
+
+/// The VoIP version of the events sent.
+const VOIP_VERSION: &str = "1";
+/// The length of the call IDs made here.
+const CALL_ID_LEN: usize = 32;
+
+/// Who a call is for.
+#[derive(Debug, Clone)]
+pub enum CallTarget {
+    /// A friend: the call rings them in the direct chat.
+    Friend(OwnedUserId),
+    /// A group the caller has joined: the call rings every member.
+    Group(OwnedRoomId),
+}
+
+/// Why a call action was refused.
+#[derive(Debug)]
+pub enum CallRefused {
+    /// The callee is not a friend of the caller.
+    NotFriends,
+    /// No such call among the user's (or no such group among theirs).
+    NotFound,
+    /// The caller cannot answer their own call.
+    OwnCall,
+    /// Someone already answered.
+    AlreadyAnswered,
+    /// The call is over for the user (ended, declined, expired).
+    Ended,
+}
+
+/// What a refused or failed call action gives.
+pub enum CallFailure {
+    Refused(CallRefused),
+    Failed(Error),
+}
+
+impl From<Error> for CallFailure {
+    fn from(error: Error) -> Self {
+        CallFailure::Failed(error)
+    }
+}
+
+impl From<crate::storage::StorageError> for CallFailure {
+    fn from(error: crate::storage::StorageError) -> Self {
+        CallFailure::Failed(error.into())
+    }
+}
+
+impl From<CallRefused> for CallFailure {
+    fn from(refused: CallRefused) -> Self {
+        CallFailure::Refused(refused)
+    }
+}
+
+pub type CallResult<T> = std::result::Result<T, CallFailure>;
+
+/// The party of a user's device in a call (VoIP version 1 `party_id`).
+fn party_id(device_id: &str) -> &str {
+    device_id
+}
+
+impl Services {
+    /// Waits until the ordered consumer of events has recorded everything appended so far.
+    async fn call_log_caught_up(&self) {
+        self.push
+            .wait_evaluated(self.store.sequencer().upto())
+            .await;
+    }
+
+    /// A call the user takes part in (its caller or a callee, still joined to its chat).
+    pub fn call_of(&self, user: &UserId, call_id: &str) -> Result<Option<CallRecord>> {
+        for record in self.chat.calls.with_id(call_id)? {
+            if record.is_participant(user)
+                && self.rooms.membership(&record.room_id, user)?.as_deref() == Some("join")
+            {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn sends_call_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: TimelineEventType,
+        content: Value,
+    ) -> Result<()> {
+        self.rooms
+            .append(room_id, sender, NewEvent::message(kind, content), None)
+            .await?;
+        Ok(())
+    }
+
+    /// The call as recorded once the consumer has caught up with what was just sent.
+    async fn recorded_call(
+        &self,
+        user: &UserId,
+        call_id: &str,
+        room_id: &RoomId,
+    ) -> CallResult<CallView> {
+        self.call_log_caught_up().await;
+        let record = self
+            .chat
+            .calls
+            .get(call_id, room_id.as_str())?
+            .ok_or_else(|| Error::internal("the call log is behind the room"))?;
+        Ok(record.view(user, now_ms()))
+    }
+
+    /// `POST /call/start`: sends `m.call.invite` into the friend's direct chat (naming them as
+    /// `invitee`) or into the group (no `invitee`: every member rings).
+    pub async fn start_call(
+        &self,
+        caller: &UserId,
+        device_id: &str,
+        target: CallTarget,
+        sdp_offer: &str,
+    ) -> CallResult<CallView> {
+        let (room_id, invitee) = match target {
+            CallTarget::Friend(peer) => match self.friendship(caller, &peer)? {
+                Friendship::Friends(room) if !self.blocked_between(caller, &peer)? => {
+                    (room, Some(peer))
+                }
+                _ => return Err(CallRefused::NotFriends.into()),
+            },
+            CallTarget::Group(room) => {
+                if self.rooms.membership(&room, caller)?.as_deref() != Some("join") {
+                    return Err(CallRefused::NotFound.into());
+                }
+                (room, None)
+            }
+        };
+        let call_id = random_string(CALL_ID_LEN);
+        let mut content = json!({
+            "call_id": call_id,
+            "party_id": party_id(device_id),
+            "version": VOIP_VERSION,
+            "lifetime": INVITE_LIFETIME_MS,
+            "offer": { "type": "offer", "sdp": sdp_offer },
+        });
+        if let Some(invitee) = &invitee {
+            content["invitee"] = json!(invitee);
+        }
+        self.sends_call_event(&room_id, caller, TimelineEventType::CallInvite, content)
+            .await?;
+        self.recorded_call(caller, &call_id, &room_id).await
+    }
+
+    /// `POST /call/answer`: sends `m.call.answer`.
+    pub async fn answer_call(
+        &self,
+        user: &UserId,
+        device_id: &str,
+        call_id: &str,
+        sdp_answer: &str,
+    ) -> CallResult<CallView> {
+        self.call_log_caught_up().await;
+        let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
+        if record.caller == user {
+            return Err(CallRefused::OwnCall.into());
+        }
+        if record.answered_at.is_some() {
+            return Err(CallRefused::AlreadyAnswered.into());
+        }
+        if record.is_over_for(user, now_ms()) {
+            return Err(CallRefused::Ended.into());
+        }
+        let content = json!({
+            "call_id": call_id,
+            "party_id": party_id(device_id),
+            "version": VOIP_VERSION,
+            "answer": { "type": "answer", "sdp": sdp_answer },
+        });
+        self.sends_call_event(
+            &record.room_id,
+            user,
+            TimelineEventType::CallAnswer,
+            content,
+        )
+        .await?;
+        self.recorded_call(user, call_id, &record.room_id).await
+    }
+
+    /// `POST /call/candidates`: sends `m.call.candidates` (ICE candidates, as given).
+    pub async fn send_call_candidates(
+        &self,
+        user: &UserId,
+        device_id: &str,
+        call_id: &str,
+        candidates: Vec<Value>,
+    ) -> CallResult<()> {
+        self.call_log_caught_up().await;
+        let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
+        if record.is_over_for(user, now_ms()) {
+            return Err(CallRefused::Ended.into());
+        }
+        let content = json!({
+            "call_id": call_id,
+            "party_id": party_id(device_id),
+            "version": VOIP_VERSION,
+            "candidates": candidates,
+        });
+        self.sends_call_event(
+            &record.room_id,
+            user,
+            TimelineEventType::CallCandidates,
+            content,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /call/end`: the caller or the callee who answered hangs up (`m.call.hangup`); a
+    /// callee who has not answered rejects the call (`m.call.reject`, or a hangup when the
+    /// invite was of VoIP version 0, which has no rejection).
+    pub async fn end_call(
+        &self,
+        user: &UserId,
+        device_id: &str,
+        call_id: &str,
+        reason: Option<&str>,
+    ) -> CallResult<CallView> {
+        self.call_log_caught_up().await;
+        let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
+        let now = now_ms();
+        if record.ended_at.is_some() || record.has_declined(user) {
+            return Err(CallRefused::Ended.into());
+        }
+        let mut content = json!({
+            "call_id": call_id,
+            "party_id": party_id(device_id),
+            "version": VOIP_VERSION,
+        });
+        let kind = if record.caller == user || record.answered_by.as_deref() == Some(user) {
+            let default = if record.expired(now) {
+                "invite_timeout"
+            } else {
+                "user_hangup"
+            };
+            content["reason"] = json!(reason.unwrap_or(default));
+            TimelineEventType::CallHangup
+        } else if record.answered_at.is_some() {
+            return Err(CallRefused::AlreadyAnswered.into());
+        } else if record.expired(now) {
+            return Err(CallRefused::Ended.into());
+        } else if self.invite_version(&record)?.as_deref() == Some(VOIP_VERSION) {
+            TimelineEventType::CallReject
+        } else {
+            content["version"] = json!(0);
+            TimelineEventType::CallHangup
+        };
+        self.sends_call_event(&record.room_id, user, kind, content)
+            .await?;
+        self.recorded_call(user, call_id, &record.room_id).await
+    }
+
+    /// The VoIP version of a call's invite (`"1"`, or `"0"` for the integer 0).
+    fn invite_version(&self, record: &CallRecord) -> Result<Option<String>> {
+        let Some(invite) = self.rooms.pdu(&record.invite_event_id)? else {
+            return Ok(None);
+        };
+        let content: Value = serde_json::from_str(invite.content().get())?;
+        Ok(match content.get("version") {
+            Some(Value::String(version)) => Some(version.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
+    /// `GET /calls`: the user's calls with an invite before stream position `before`, newest
+    /// first, at most `limit`; with the position to continue from when there are more.
+    pub async fn call_log(
+        &self,
+        user: &UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<CallView>, Option<u64>)> {
+        self.call_log_caught_up().await;
+        let now = now_ms();
+        let mut calls = Vec::new();
+        let mut next = None;
+        for item in self.chat.calls.log_before(user, before.unwrap_or(u64::MAX)) {
+            let (position, record) = item?;
+            if calls.len() == limit {
+                next = Some(position + 1);
+                break;
+            }
+            calls.push(record.view(user, now));
+        }
+        Ok((calls, next))
+    }
+}

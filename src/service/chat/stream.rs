@@ -1,1 +1,0 @@
-//! Chat: the event stream of the WebSocket.
