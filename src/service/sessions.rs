@@ -54,6 +54,9 @@ pub struct Authed {
     pub user_id: OwnedUserId,
     pub device_id: String,
     pub session_id: String,
+    /// When the access token stops being accepted (its JWT `exp`, seconds since the epoch), if
+    /// ever: a connection that outlives the request (the chat stream) ends then.
+    pub expires_at_secs: Option<u64>,
 }
 
 pub struct Sessions {
@@ -198,6 +201,7 @@ impl Sessions {
             user_id,
             device_id: claims.dev,
             session_id: claims.sid,
+            expires_at_secs: claims.exp,
         })
     }
 

@@ -585,12 +585,16 @@ async fn chat_profile_read_and_update() {
             "invalid_request",
         ),
         (json!({ "avatar_file_id": text }), 400, "invalid_request"),
-        (json!({ "avatar_file_id": "NoSuchFile" }), 404, "not_found"),
-        (json!({ "avatar_file_id": theirs }), 404, "not_found"),
+        (
+            json!({ "avatar_file_id": "NoSuchFile" }),
+            400,
+            "invalid_request",
+        ),
+        (json!({ "avatar_file_id": theirs }), 400, "invalid_request"),
         (
             json!({ "display_name": "Changed", "avatar_file_id": "NoSuchFile" }),
-            404,
-            "not_found",
+            400,
+            "invalid_request",
         ),
     ] {
         let (got, answer) = put(&server, "/profile", t, body.clone()).await;
@@ -802,7 +806,7 @@ async fn chat_block_and_unblock() {
 
     // Refusals.
     let (status, body) = post(&server, "/users/alice/block", &alice.token, json!({})).await;
-    assert_eq!((status, code(&body)), (400, "invalid_request"));
+    assert_eq!((status, code(&body)), (400, "self"));
     let (status, body) = post(&server, "/users/nobody/block", &alice.token, json!({})).await;
     assert_eq!((status, code(&body)), (404, "not_found"));
     let (status, _) = post(&server, "/users/%40bad/block", &alice.token, json!({})).await;

@@ -580,7 +580,6 @@ async fn chat_call_refusals() {
             "voice",
             &format!("{VOICE_SDP}{}", "a=x\r\n".repeat(8000)),
         ),
-        start_with(&alice.user_id, "voice", VOICE_SDP),
         start_with("@@nope", "voice", VOICE_SDP),
         start_with(
             &format!("!{}:localhost", "a".repeat(300)),
@@ -596,6 +595,17 @@ async fn chat_call_refusals() {
             (400, "invalid_request"),
             "{body}: {answer}"
         );
+    }
+    // Nobody calls themselves (by user ID or username).
+    for to in [alice.user_id.as_str(), alice.username.as_str()] {
+        let (status, body) = act(
+            &server,
+            &alice,
+            "/call/start",
+            start_with(to, "voice", VOICE_SDP),
+        )
+        .await;
+        assert_eq!((status, code(&body)), (400, "self"), "{to}: {body}");
     }
     // Strangers cannot be called; unknown users and rooms are not found.
     let (status, body) = act(
@@ -932,4 +942,128 @@ async fn chat_call_log_and_missed_calls_survive_a_restart() {
     // And the log goes on from where it was.
     let next = start(&server, &bob, &alice.user_id, "voice").await;
     assert_eq!(latest_call(&server, &alice).await["id"], next["id"]);
+}
+
+/// The call IDs of a user's call log.
+async fn logged_ids(server: &TestServer, user: &ChatUser) -> Vec<String> {
+    let (status, body) = get(server, "/calls?limit=100", &user.token).await;
+    assert_eq!(status, 200, "{body}");
+    body["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_call_invites_ring_only_members_joined_at_the_invite() {
+    let server = TestServer::start().await;
+    let mallory = signup(&server, "ringm").await;
+    let victim = signup(&server, "ringv").await;
+
+    // A stranger's room the victim is only invited to (not joined): an invite naming the
+    // victim, given up at once, rings nobody.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&mallory.token),
+            json!({"preset": "private_chat", "invite": [victim.user_id]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().expect("room_id").to_owned();
+    let invite = |call_id: &str| {
+        json!({
+            "call_id": call_id, "party_id": "MPHONE", "version": "1", "lifetime": 1,
+            "offer": {"type": "offer", "sdp": VOICE_SDP}, "invitee": victim.user_id,
+        })
+    };
+    matrix_send(
+        &server,
+        &mallory.token,
+        &room,
+        "m.call.invite",
+        invite("spam-1"),
+    )
+    .await;
+    let hangup =
+        json!({"call_id": "spam-1", "party_id": "MPHONE", "version": "1", "reason": "user_hangup"});
+    matrix_send(&server, &mallory.token, &room, "m.call.hangup", hangup).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !logged_ids(&server, &victim)
+            .await
+            .contains(&"spam-1".to_owned())
+    );
+    assert!(
+        call_notifications(&server, &victim, "spam-1")
+            .await
+            .is_empty()
+    );
+    // The caller's own log has it, ringing nobody.
+    let own = latest_call(&server, &mallory).await;
+    assert_eq!(
+        (own["id"].as_str(), own["callees"].clone()),
+        (Some("spam-1"), json!([]))
+    );
+
+    // Once the victim has joined, an invite naming them rings them.
+    let path = format!("/_matrix/client/v3/rooms/{}/join", enc(&room));
+    let (status, body) = server.post(&path, Some(&victim.token), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    matrix_send(
+        &server,
+        &mallory.token,
+        &room,
+        "m.call.invite",
+        invite("rung-1"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        logged_ids(&server, &victim)
+            .await
+            .contains(&"rung-1".to_owned())
+    );
+    assert_eq!(
+        call_notifications(&server, &victim, "rung-1").await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn chat_call_log_hides_blocked_users() {
+    let server = TestServer::start().await;
+    let alice = signup(&server, "blka").await;
+    let bob = signup(&server, "blkb").await;
+    befriend(&server, &alice, &bob).await;
+    let from_bob = start(&server, &bob, &alice.user_id, "voice").await;
+    let from_bob = from_bob["id"].as_str().expect("id").to_owned();
+    let (status, body) = act(&server, &bob, "/call/end", json!({"call_id": from_bob})).await;
+    assert_eq!(status, 200, "{body}");
+    let to_bob = start(&server, &alice, &bob.user_id, "voice").await;
+    let to_bob = to_bob["id"].as_str().expect("id").to_owned();
+    let both = BTreeSet::from([from_bob.clone(), to_bob.clone()]);
+    let set = |ids: Vec<String>| ids.into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(set(logged_ids(&server, &alice).await), both);
+
+    let block_path = format!("/users/{}/block", enc(&bob.user_id));
+    let (status, body) = act(&server, &alice, &block_path, json!({})).await;
+    assert!((200..300).contains(&status), "{body}");
+    assert!(logged_ids(&server, &alice).await.is_empty());
+    // Bob blocks nobody: his log is whole.
+    assert_eq!(set(logged_ids(&server, &bob).await), both);
+
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        &block_path,
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
+    assert_eq!(set(logged_ids(&server, &alice).await), both);
 }

@@ -259,6 +259,8 @@ async fn groups_of_friends_managed_by_admins() {
         json!({"name": "   "}),
         json!({"name": "n".repeat(101)}),
         json!({"topic": "t".repeat(1001)}),
+        json!({"topic": "bell\u{7}"}),
+        json!({"topic": "carriage\rreturn"}),
         json!({"picture_file_id": "nope"}),
         json!({"picture_file_id": "../x"}),
         json!({"picture_file_id": bobs_file["id"]}),
@@ -338,6 +340,7 @@ async fn groups_of_friends_managed_by_admins() {
         json!({"name": null}),
         json!({"name": ""}),
         json!({"topic": "t".repeat(1001)}),
+        json!({"topic": "escape\u{1b}[31m"}),
         json!({"picture_file_id": bobs_file["id"]}),
         json!({"title": "x"}),
     ] {
@@ -594,6 +597,118 @@ async fn groups_of_friends_managed_by_admins() {
     }
 }
 
+/// The groups `user` sees in `GET /groups`.
+async fn group_ids(server: &TestServer, user: &ChatUser) -> Vec<String> {
+    let (status, body) = get(server, "/groups", &user.token).await;
+    assert_eq!(status, 200, "{body}");
+    body["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn invites_from_blocked_users_and_direct_invites_are_not_groups() {
+    let server = TestServer::start().await;
+    let alice = signup(&server, "alice").await;
+    let bob = signup(&server, "bob").await;
+    let carol = signup(&server, "carol").await;
+    befriend(&server, &alice, &bob).await;
+    befriend(&server, &alice, &carol).await;
+
+    // A bare username names the user in any case, in group requests as everywhere.
+    let (status, group) = post(
+        &server,
+        "/groups",
+        &bob.token,
+        json!({"name": "Bob's", "topic": "line one\n\tline two", "members": ["Alice"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["topic"], "line one\n\tline two");
+    assert_eq!(role_of(&group, &alice), pair("member", "invite"));
+    let bobs = group["id"].as_str().expect("id").to_owned();
+    let (status, group) = post(&server, "/groups", &alice.token, json!({"name": "Alice's"})).await;
+    assert_eq!(status, 201, "{group}");
+    let alices = group["id"].as_str().expect("id").to_owned();
+    let (status, group) = post(
+        &server,
+        &format!("/groups/{}/add", enc(&alices)),
+        &alice.token,
+        json!({"user_id": "Carol"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(role_of(&group, &carol), pair("member", "invite"));
+    let mut ids = group_ids(&server, &alice).await;
+    ids.sort();
+    let mut expected = vec![bobs.clone(), alices.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // Blocked, the inviter's invitation is hidden as `/sync` hides it: no group to see or join.
+    let bobs_path = format!("/groups/{}", enc(&bobs));
+    let block_bob = format!("/users/{}/block", enc(&bob.user_id));
+    let (status, _) = post(&server, &block_bob, &alice.token, json!({})).await;
+    assert_eq!(status, 204);
+    assert_eq!(group_ids(&server, &alice).await, vec![alices.clone()]);
+    let (status, body) = get(&server, &bobs_path, &alice.token).await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let (status, body) = post(
+        &server,
+        &format!("{bobs_path}/join"),
+        &alice.token,
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let (status, _) = delete(&server, &block_bob, &alice.token).await;
+    assert_eq!(status, 204);
+    let (status, body) = get(&server, &bobs_path, &alice.token).await;
+    assert_eq!(
+        (status, body["my_membership"].as_str()),
+        (200, Some("invite")),
+        "{body}"
+    );
+
+    // A Matrix client's direct-chat invitation is a friend request, not a group.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(&carol.token),
+            Some(json!({"preset": "private_chat", "is_direct": true, "invite": [alice.user_id]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let direct = body["room_id"].as_str().expect("room_id").to_owned();
+    assert!(!group_ids(&server, &alice).await.contains(&direct));
+    let direct_path = format!("/groups/{}", enc(&direct));
+    let (status, body) = get(&server, &direct_path, &alice.token).await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let (status, body) = post(
+        &server,
+        &format!("{direct_path}/join"),
+        &alice.token,
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let (status, _) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(&direct),
+                enc(&alice.user_id)
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_ne!(status, 200, "the invitation must still be pending");
+}
+
 #[tokio::test]
 async fn files_are_uploaded_listed_and_deleted() {
     let server = TestServer::start().await;
@@ -817,6 +932,7 @@ async fn files_are_uploaded_listed_and_deleted() {
         "?limit=x",
         "?cursor=abc",
         "?cursor=0",
+        "?cursor=%2B5",
     ] {
         let (status, body) = get(&server, &format!("{files_path}{bad}"), &bob.token).await;
         assert_eq!(
@@ -825,6 +941,23 @@ async fn files_are_uploaded_listed_and_deleted() {
             "{bad}: {body}"
         );
     }
+    // A blocked user's files are left out, as their messages are; unblocked, they are back.
+    let block_bob = format!("/users/{}/block", enc(&bob.user_id));
+    let (status, _) = post(&server, &block_bob, &alice.token, json!({})).await;
+    assert_eq!(status, 204);
+    let (_, body) = get(&server, &files_path, &alice.token).await;
+    let ids: Vec<_> = body["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(image_id)], "{body}");
+    let (status, _) = delete(&server, &block_bob, &alice.token).await;
+    assert_eq!(status, 204);
+    let (_, body) = get(&server, &files_path, &alice.token).await;
+    assert_eq!(body["files"].as_array().map(Vec::len), Some(2), "{body}");
+
     let (status, body) = get(&server, &files_path, &dave.token).await;
     assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
     let (status, body) = get(&server, "/chats/%21nope%3Alocalhost/files", &bob.token).await;

@@ -387,6 +387,7 @@ async fn chat_messages_text_image_reply_edit_delete_reactions_status() {
         (json!(false), json!(false))
     );
     assert_eq!(hello["status"]["state"], "sent");
+    assert_eq!(hello["status"]["recipient_count"], 1);
     assert_eq!(
         hello["status"]["recipients"][0]["user_id"],
         json!(bob.user_id)
@@ -471,6 +472,8 @@ async fn chat_messages_text_image_reply_edit_delete_reactions_status() {
         json!({ "to": bob.user_id, "text": "x", "reply_to": "nope" }),
         json!({ "to": bob.user_id, "text": "x", "reply_to": "$unknown:localhost" }),
         json!({ "to": bob.user_id, "text": "x", "mentions": ["@@"] }),
+        json!({ "to": bob.user_id, "text": "x", "mentions": [carol.user_id] }),
+        json!({ "to": bob.user_id, "text": "x", "mentions": ["nobody"] }),
         json!({ "to": bob.user_id, "text": "x", "client_txn_id": "" }),
         json!({ "to": "not:a:user", "text": "x" }),
         json!({ "to": bob.user_id, "text": 5 }),
@@ -538,6 +541,11 @@ async fn chat_messages_text_image_reply_edit_delete_reactions_status() {
     assert_eq!((status, code(&body)), (403, "forbidden"));
     let (status, body) = put(&server, &message, &alice.token, json!({ "text": "" })).await;
     assert_eq!((status, code(&body)), (400, "invalid_request"));
+    // The longest text fits an edit too (its fallback body is cut short).
+    let longest = "y".repeat(32 * 1024);
+    let (status, edited) = put(&server, &message, &alice.token, json!({ "text": longest })).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["text"], json!(longest));
     let (status, edited) = put(
         &server,
         &message,

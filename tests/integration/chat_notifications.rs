@@ -122,6 +122,28 @@ async fn chat_notifications_for_friend_requests_and_acceptance() {
     let accepted = of_type(&server, &alice, "friend_accepted").await;
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     assert_eq!(accepted[0]["from"], json!(carol.user_id));
+
+    // An `is_direct` invite never taken for a friend request (made and joined from Matrix
+    // clients, the invitee never looking at their requests) is no friendship: no
+    // `friend_accepted`.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&carol.token),
+            json!({"preset": "private_chat", "is_direct": true, "invite": [bob.user_id]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = body["room_id"].as_str().expect("room_id").to_owned();
+    let (status, body) = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(of_type(&server, &carol, "friend_accepted").await.is_empty());
 }
 
 #[tokio::test]

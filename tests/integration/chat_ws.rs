@@ -478,6 +478,15 @@ async fn chat_ws_shows_group_changes() {
     assert_eq!(invited["data"]["membership"], "invite");
     assert_eq!(invited["data"]["group"]["name"], "study group");
     assert_eq!(invited["data"]["group"]["my_membership"], "invite");
+    // A summary and the member the change is about, never the whole member list.
+    assert_eq!(invited["data"]["group"]["member_count"], 2, "{invited}");
+    assert_eq!(invited["data"]["group"]["my_role"], "member");
+    assert!(invited["data"]["group"].get("members").is_none());
+    assert_eq!(
+        invited["data"]["member"]["user"]["user_id"],
+        bob.user_id.as_str()
+    );
+    assert_eq!(invited["data"]["member"]["role"], "member");
 
     let (status, body) = post(
         &server,
@@ -576,6 +585,63 @@ async fn chat_ws_signals_calls() {
     assert_eq!(hangup["data"]["call_id"], call_id.as_str(), "{hangup}");
     assert_eq!(hangup["data"]["rejected"], false);
     assert_eq!(hangup["data"]["call"]["outcome"], "completed");
+
+    // Signalling from Matrix clients is checked, not copied: malformed events are left out or
+    // normalised, and every frame still matches the schema (`next` checks it).
+    let malformed = [
+        (
+            "m.call.invite",
+            json!({ "call_id": null, "version": 1, "lifetime": 1000,
+            "offer": { "type": "offer", "sdp": offer } }),
+        ),
+        (
+            "m.call.candidates",
+            json!({ "call_id": "odd", "version": 1, "party_id": 7,
+            "candidates": "not a list" }),
+        ),
+        (
+            "m.call.invite",
+            json!({ "call_id": "odd", "version": 1, "party_id": 7,
+            "lifetime": "soon", "offer": { "type": "offer", "sdp": offer } }),
+        ),
+        (
+            "m.call.candidates",
+            json!({ "call_id": "odd", "version": 1, "candidates": [
+            { "candidate": "candidate:2 1 UDP 1 127.0.0.1 9 typ host", "sdpMid": 5,
+              "sdpMLineIndex": -1 },
+            { "candidate": 3 }, "junk"] }),
+        ),
+        (
+            "m.call.answer",
+            json!({ "call_id": "odd", "version": 1, "answer": { "sdp": 9 } }),
+        ),
+    ];
+    for (i, (kind, content)) in malformed.into_iter().enumerate() {
+        let (status, body) = server
+            .call(
+                Method::PUT,
+                &format!("/_matrix/client/v3/rooms/{}/send/{kind}/odd{i}", enc(&chat)),
+                Some(&alice.token),
+                Some(content),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let invite = b.next_of(&["call.invite"]).await;
+    assert_eq!(invite["data"]["call_id"], "odd", "{invite}");
+    assert!(invite["data"]["party_id"].is_null());
+    assert!(invite["data"]["lifetime_ms"].is_null());
+    let candidates = b.next_of(&["call.candidates"]).await;
+    assert_eq!(candidates["data"]["call_id"], "odd", "{candidates}");
+    assert_eq!(
+        candidates["data"]["candidates"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(candidates["data"]["candidates"][0]["sdpMid"].is_null());
+    assert!(candidates["data"]["candidates"][0]["sdpMLineIndex"].is_null());
+    let answer = a.next_of(&["call.answer"]).await;
+    assert_eq!(answer["data"]["call_id"], "odd", "{answer}");
+    assert!(answer["data"]["sdp_answer"].is_null());
 }
 
 #[tokio::test]
@@ -633,6 +699,70 @@ async fn chat_ws_shows_friends_presence_only() {
     assert_eq!(presence["data"]["presence"], "online");
     assert_eq!(presence["data"]["online"], true);
     assert!(presence["data"]["last_seen_at"].is_u64(), "{presence}");
+
+    // Once Bob blocks Alice, she no longer learns when he is around.
+    let (status, body) = post(
+        &server,
+        &format!("/users/{}/block", enc(&alice.user_id)),
+        &bob.token,
+        json!({}),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let (code, body) = server
+        .call(
+            Method::PUT,
+            &format!("/_matrix/client/v3/presence/{}/status", bob.user_id),
+            Some(&bob.token),
+            Some(json!({ "presence": "online", "status_msg": "after the block" })),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Two markers after it: the second is in a later step than anything before the first, so
+    // every frame of the presence change's step has arrived by then.
+    for marker in ["first marker", "second marker"] {
+        let id = send_message(&server, &carol, group_id, marker).await;
+        loop {
+            let frame = a.next_of(&["presence", "message.new"]).await;
+            if frame["type"] == "presence" {
+                assert_ne!(frame["data"]["user_id"], bob.user_id.as_str(), "{frame}");
+                assert_ne!(frame["data"]["user_id"], carol.user_id.as_str(), "{frame}");
+            } else if frame["data"]["id"] == id.as_str() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn chat_ws_closes_with_4001_when_the_access_token_expires() {
+    let server = TestServer::start_with(|c| {
+        c.auth.access_token_lifetime_secs = 3;
+        c.auth.non_refreshable_token_lifetime_secs = 3;
+    })
+    .await;
+    let alice = signup(&server, "alice").await;
+    let (mut a, _) = Client::connect(&server, &alice, None).await;
+    let started = Instant::now();
+    let (code, reason, _) = a.closed(FRAME_WAIT).await;
+    assert_eq!(code, 4001, "{reason}");
+    assert_eq!(reason, "the access token expired");
+    // Closed when the token expires, not at some later heartbeat (every 30 seconds).
+    assert!(started.elapsed() < Duration::from_secs(6));
+
+    // A refreshed token connects again.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/_matrix/client/v3/refresh",
+            None,
+            Some(json!({ "refresh_token": alice.refresh_token })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("access_token");
+    let mut again = Client::open(&server, token, None).await;
+    assert_eq!(again.next().await["type"], "ready");
 }
 
 #[tokio::test]
@@ -672,15 +802,22 @@ async fn chat_ws_resumes_after_a_disconnect_without_gaps() {
     assert_eq!(ready["data"]["resumed"], true);
     assert_eq!(ready["cursor"], cursor.as_str());
     let mut received: Vec<String> = Vec::new();
-    while received.len() < sent.len() {
-        let frame = b.next_of(&["message.new"]).await;
-        let id = frame["data"]["id"].as_str().unwrap().to_owned();
+    // Their notifications too: more than a page of them, read page by page.
+    let mut notified: Vec<String> = Vec::new();
+    while received.len() < sent.len() || notified.len() < sent.len() {
+        let frame = b.next_of(&["message.new", "notification"]).await;
+        let (list, id) = match frame["type"].as_str() {
+            Some("message.new") => (&mut received, &frame["data"]["id"]),
+            _ => (&mut notified, &frame["data"]["message_id"]),
+        };
+        let id = id.as_str().unwrap().to_owned();
         // Clients de-duplicate by ID: a resumption may repeat what was already seen.
-        if id != first && !received.contains(&id) {
-            received.push(id);
+        if id != first && !list.contains(&id) {
+            list.push(id);
         }
     }
     assert_eq!(received, sent, "every missed message, in order");
+    assert_eq!(notified, sent, "every missed notification, in order");
 
     // Live again after the catch-up, from the cursor the last frame gave.
     let live = send_message(&server, &alice, &bob.user_id, "live").await;

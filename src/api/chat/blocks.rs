@@ -78,7 +78,11 @@ async fn block(
 ) -> ChatResult<StatusCode> {
     let target = existing_user(&state, &id)?;
     if target == auth.user_id {
-        return Err(ChatError::invalid("you cannot block yourself"));
+        return Err(ChatError::new(
+            StatusCode::BAD_REQUEST,
+            "self",
+            "you cannot block yourself",
+        ));
     }
     set_ignored(&state, &auth.user_id, &target, true).await?;
     end_friend_request(&state, &auth.user_id, &target).await?;

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::error::{ChatError, ChatResult};
 use super::extract::{ChatAuth, ChatJson, ChatQuery};
-use super::group_model::{existing_user, parse_user_ref};
 use super::paging::PageQuery;
+use super::users::{existing_user, parse_user as parse_user_ref};
 use crate::api::Routes;
 use crate::api::extract::{AppState, parse_room_id};
 use crate::service::chat::call_signalling::{CallFailure, CallRefused, CallTarget};
@@ -146,7 +146,11 @@ async fn start(
     } else {
         let peer = parse_user_ref(&state, to)?;
         if peer == auth.user_id {
-            return Err(ChatError::invalid("to: you cannot call yourself"));
+            return Err(ChatError::new(
+                StatusCode::BAD_REQUEST,
+                "self",
+                "to: you cannot call yourself",
+            ));
         }
         existing_user(&state, &peer)?;
         CallTarget::Friend(peer)

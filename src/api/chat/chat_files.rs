@@ -7,24 +7,22 @@
 //! A walk looks at a bounded number of events per request, then answers with what it found and
 //! a cursor to continue, so a chat with few files among many messages costs each request little.
 
+use std::collections::HashSet;
+
 use axum::Json;
 use axum::extract::State;
 use ruma::events::TimelineEventType;
-use ruma::{RoomId, UserId};
-use serde::Deserialize;
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::error::{ChatError, ChatResult};
 use super::extract::{ChatAuth, ChatPath, ChatQuery};
 use super::file_model::{Dimensions, file_object};
+use super::paging::PageQuery;
 use crate::api::extract::{AppState, parse_room_id};
 use crate::core::Pdu;
 use crate::service::media::parse_mxc;
 use crate::service::rooms::visibility::Reader;
-
-/// Default and largest page sizes.
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
 
 /// Timeline entries read per storage scan, and at most per request.
 const BATCH: usize = 200;
@@ -32,35 +30,6 @@ const MAX_SCAN: usize = 5000;
 
 /// The message types that carry a file.
 const FILE_MSGTYPES: &[&str] = &["m.image", "m.file", "m.video", "m.audio"];
-
-#[derive(Deserialize)]
-pub(super) struct ListQuery {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// `limit`: 1 to 100, 20 when absent.
-fn page_size(limit: Option<usize>) -> ChatResult<usize> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n @ 1..=MAX_LIMIT) => Ok(n),
-        Some(_) => Err(ChatError::invalid(format!(
-            "limit: between 1 and {MAX_LIMIT}"
-        ))),
-    }
-}
-
-/// The cursor is the stream position of the last event the previous page looked at.
-fn parse_cursor(cursor: Option<&str>) -> ChatResult<u64> {
-    match cursor {
-        None => Ok(u64::MAX),
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|pos| *pos > 0)
-            .ok_or_else(|| ChatError::invalid("cursor: not a cursor of this list")),
-    }
-}
 
 /// 404 unless `user` is in the room (joined or invited) and has not forgotten it.
 pub(super) fn ensure_chat_member(
@@ -78,18 +47,20 @@ pub(super) fn ensure_chat_member(
 }
 
 /// `GET /chats/{id}/files?limit&cursor` → `{files: [File + {message_id, sender, sent_at}],
-/// next_cursor}`.
+/// next_cursor}`. The cursor is the stream position of the last event the previous page looked
+/// at. Files from users the caller blocks are left out, as their messages are.
 pub(super) async fn list(
     State(state): State<AppState>,
     ChatAuth(auth): ChatAuth,
     ChatPath(id): ChatPath<String>,
-    ChatQuery(query): ChatQuery<ListQuery>,
+    ChatQuery(query): ChatQuery<PageQuery>,
 ) -> ChatResult<Json<Value>> {
     let room_id = parse_room_id(&id)?;
-    let limit = page_size(query.limit)?;
-    let mut before = parse_cursor(query.cursor.as_deref())?;
+    let limit = query.limit()?;
+    let mut before = query.cursor()?.unwrap_or(u64::MAX);
     ensure_chat_member(&state, &room_id, &auth.user_id)?;
     let reader = state.rooms.reader(&room_id, &auth.user_id)?;
+    let blocked = state.account_data.ignored_users(&auth.user_id)?;
     let mut files = Vec::new();
     let mut scanned = 0;
     let next_cursor = loop {
@@ -100,7 +71,7 @@ pub(super) async fn list(
         for (pos, event_id) in entries {
             before = pos;
             scanned += 1;
-            if let Some(file) = shared_file(&state, &reader, &event_id)? {
+            if let Some(file) = shared_file(&state, &reader, &blocked, &event_id)? {
                 files.push(file);
                 if files.len() == limit {
                     break;
@@ -121,10 +92,11 @@ pub(super) async fn list(
 }
 
 /// The listed file of one timeline event, if it is a visible, unredacted message with a file of
-/// this server that still exists.
+/// this server that still exists, sent by someone the caller does not block.
 fn shared_file(
     state: &AppState,
     reader: &Reader,
+    blocked: &HashSet<OwnedUserId>,
     event_id: &ruma::EventId,
 ) -> ChatResult<Option<Value>> {
     let (Some(pdu), Some(meta)) = (
@@ -133,7 +105,9 @@ fn shared_file(
     ) else {
         return Ok(None);
     };
-    if *pdu.kind() != TimelineEventType::RoomMessage || state.rooms.redacted_by(event_id)?.is_some()
+    if *pdu.kind() != TimelineEventType::RoomMessage
+        || blocked.contains(pdu.sender())
+        || state.rooms.redacted_by(event_id)?.is_some()
     {
         return Ok(None);
     }
@@ -211,22 +185,6 @@ fn add_message_fields(file: &mut Value, pdu: &Pdu) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_sizes_are_bounded() {
-        assert_eq!(page_size(None).ok(), Some(20));
-        assert_eq!(page_size(Some(100)).ok(), Some(100));
-        assert!(page_size(Some(0)).is_err());
-        assert!(page_size(Some(101)).is_err());
-    }
-
-    #[test]
-    fn cursors_are_positions() {
-        assert_eq!(parse_cursor(None).ok(), Some(u64::MAX));
-        assert_eq!(parse_cursor(Some("42")).ok(), Some(42));
-        assert!(parse_cursor(Some("0")).is_err());
-        assert!(parse_cursor(Some("abc")).is_err());
-    }
 
     #[test]
     fn file_names_come_from_filename_then_body() {

@@ -88,3 +88,18 @@ pub fn own_file(
     let content = record.content.clone().ok_or_else(missing)?;
     Ok((record, content))
 }
+
+/// [`own_file`] for a field that must name an image (`picture_file_id`, `avatar_file_id`): 400
+/// also when the upload is not an image.
+pub fn own_image(
+    state: &AppState,
+    user: &UserId,
+    field: &str,
+    file_id: &str,
+) -> ChatResult<(MediaRecord, Content)> {
+    let (record, content) = own_file(state, user, field, file_id)?;
+    if !content.content_type.starts_with("image/") {
+        return Err(ChatError::invalid(format!("{field}: not an image")));
+    }
+    Ok((record, content))
+}

@@ -15,9 +15,9 @@ use serde_json::{Map, Value, json};
 use super::error::{ChatError, ChatResult};
 use super::extract::{ChatAuth, ChatJson, ChatPath};
 use super::group_model::{
-    ADMIN_LEVEL, GroupState, Membership, ensure_admin, ensure_friends, existing_user, group_json,
-    member_group, parse_user_ref,
+    ADMIN_LEVEL, GroupState, Membership, ensure_admin, ensure_friends, group_json, member_group,
 };
+use super::users::{existing_user, parse_user};
 use crate::api::client::rooms::member_profile;
 use crate::api::extract::AppState;
 use crate::service::rooms::NewEvent;
@@ -58,7 +58,7 @@ async fn set_membership(
 
 /// The user a body names, who must be in the group (joined or invited): 404 otherwise.
 fn member_target(state: &AppState, room_id: &RoomId, raw: &str) -> ChatResult<ruma::OwnedUserId> {
-    let target = parse_user_ref(state, raw)?;
+    let target = parse_user(state, raw)?;
     match state.rooms.membership(room_id, &target)?.as_deref() {
         Some("join" | "invite") => Ok(target),
         _ => Err(ChatError::not_found(format!(
@@ -93,8 +93,7 @@ pub(super) async fn add(
     let (room_id, membership) = member_group(&state, user, &id)?;
     let group = GroupState::load(&state, &room_id)?;
     ensure_admin(&group, user, membership, "add members")?;
-    let target = parse_user_ref(&state, &body.user_id)?;
-    existing_user(&state, &target)?;
+    let target = existing_user(&state, &body.user_id)?;
     if let Some(current @ ("join" | "invite")) =
         state.rooms.membership(&room_id, &target)?.as_deref()
     {

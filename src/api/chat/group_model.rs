@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::{ChatError, ChatResult};
 use super::model::{media_url, user_summary};
-use crate::api::extract::{AppState, parse_room_id, parse_user_id};
+use crate::api::extract::{AppState, parse_room_id};
 use crate::core::StateMap;
 use crate::error::Error;
 use crate::service::chat::friends::Friendship;
@@ -44,32 +44,6 @@ impl Membership {
             Self::Invite => "invite",
         }
     }
-}
-
-/// A user named in a request: a Matrix user ID (`@alice:server`) or a bare username of this
-/// server (`alice`). 400 when it is neither.
-pub fn parse_user_ref(state: &AppState, raw: &str) -> ChatResult<OwnedUserId> {
-    let raw = raw.trim();
-    if raw.starts_with('@') {
-        return Ok(parse_user_id(raw)?);
-    }
-    if raw.is_empty() || raw.contains(':') {
-        return Err(ChatError::invalid(format!(
-            "not a user ID or username: {raw}"
-        )));
-    }
-    let user = parse_user_id(&format!("@{raw}:{}", state.config.server_name))?;
-    user.validate_strict()
-        .map_err(|_| ChatError::invalid(format!("not a user ID or username: {raw}")))?;
-    Ok(user)
-}
-
-/// 404 unless `user` is an existing user of this server.
-pub fn existing_user(state: &AppState, user: &UserId) -> ChatResult<()> {
-    if user.server_name() != state.config.server_name.as_str() || !state.is_active_user(user)? {
-        return Err(ChatError::not_found(format!("no such user: {user}")));
-    }
-    Ok(())
 }
 
 /// Whether `user` and `peer` are friends (both in their direct chat, neither blocking the
@@ -106,7 +80,10 @@ pub fn member_group(
     Ok((room_id, membership))
 }
 
-/// The caller's membership of a room when it is one of their groups.
+/// The caller's membership of a room when it is one of their groups. Not a group: a direct
+/// chat of theirs, and an invite that is not one to a group — one from a user the caller blocks
+/// (hidden, as `/sync` hides it) or one marked `is_direct` (a Matrix client's direct-chat
+/// invite, which is a friend request, not a group).
 pub fn group_membership(
     state: &AppState,
     user: &UserId,
@@ -116,10 +93,35 @@ pub fn group_membership(
     if membership.is_none()
         || state.rooms.is_forgotten(room_id, user)?
         || state.dm_peer(user, room_id)?.is_some()
+        || (membership == Some(Membership::Invite) && !is_group_invite(state, user, room_id)?)
     {
         return Ok(None);
     }
     Ok(membership)
+}
+
+/// Whether `user`'s pending invite to `room_id` is one to show as a group invite: not sent by a
+/// user `user` blocks (ignores), and not marked `is_direct`.
+fn is_group_invite(state: &AppState, user: &UserId, room_id: &RoomId) -> ChatResult<bool> {
+    let Some(invite) =
+        state
+            .rooms
+            .state_event(room_id, &StateEventType::RoomMember, user.as_str())?
+    else {
+        return Ok(false);
+    };
+    if state
+        .account_data
+        .ignored_users(user)?
+        .contains(invite.sender())
+    {
+        return Ok(false);
+    }
+    let is_direct = serde_json::from_str::<Map<String, Value>>(invite.content().get())
+        .ok()
+        .and_then(|content| content.get("is_direct").and_then(Value::as_bool))
+        .unwrap_or(false);
+    Ok(!is_direct)
 }
 
 /// One room's current state, read once: its power facts and what the Group object shows.

@@ -9,17 +9,19 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ruma::events::StateEventType;
 use ruma::{OwnedUserId, UserId};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{ChatError, ChatResult};
 use super::extract::{ChatAuth, ChatJson, ChatPath};
-use super::file_model::{image_dimensions, mxc_uri, own_file};
+use super::fields::nullable;
+use super::file_model::{image_dimensions, mxc_uri, own_image};
 use super::group_members;
 use super::group_model::{
-    ADMIN_LEVEL, GroupState, ensure_admin, ensure_friends, existing_user, group_json,
-    group_membership, member_group, parse_user_ref,
+    ADMIN_LEVEL, GroupState, ensure_admin, ensure_friends, group_json, group_membership,
+    member_group,
 };
+use super::users::existing_user;
 use crate::api::Routes;
 use crate::api::client::rooms::member_profile;
 use crate::api::extract::AppState;
@@ -94,22 +96,28 @@ fn check_name(name: &str) -> ChatResult<String> {
     Ok(name.to_owned())
 }
 
-/// A topic: at most 1000 characters (empty means none).
+/// A topic: at most 1000 characters (empty means none), no control characters but line breaks
+/// and tabs (a topic may have paragraphs, unlike a name).
 fn check_topic(topic: &str) -> ChatResult<String> {
     if topic.chars().count() > MAX_TOPIC_CHARS {
         return Err(ChatError::invalid(format!(
             "topic: at most {MAX_TOPIC_CHARS} characters"
         )));
     }
+    if topic
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ChatError::invalid(
+            "topic: control characters (other than line breaks and tabs)",
+        ));
+    }
     Ok(topic.to_owned())
 }
 
 /// The `m.room.avatar` content for a picture the caller uploaded: an image of theirs.
 async fn picture_content(state: &AppState, user: &UserId, file_id: &str) -> ChatResult<Value> {
-    let (record, content) = own_file(state, user, "picture_file_id", file_id)?;
-    if !content.content_type.starts_with("image/") {
-        return Err(ChatError::invalid("picture_file_id: not an image"));
-    }
+    let (record, content) = own_image(state, user, "picture_file_id", file_id)?;
     let dimensions = image_dimensions(state, &content).await;
     let mut info = json!({ "mimetype": content.content_type, "size": content.size });
     if let Some(d) = dimensions {
@@ -142,11 +150,10 @@ fn initial_members(
     }
     let mut members: Vec<OwnedUserId> = Vec::new();
     for raw in raw {
-        let user = parse_user_ref(state, raw)?;
+        let user = existing_user(state, raw)?;
         if user == creator || members.contains(&user) {
             continue;
         }
-        existing_user(state, &user)?;
         ensure_friends(state, creator, &user)?;
         members.push(user);
     }
@@ -223,15 +230,6 @@ async fn get_one(
 ) -> ChatResult<Json<Value>> {
     let (room_id, _) = member_group(&state, &auth.user_id, &id)?;
     Ok(Json(group_json(&state, &room_id, &auth.user_id)?))
-}
-
-/// Tells a field given as `null` from one left out: `Some(None)` is `null`.
-fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -322,6 +320,10 @@ mod tests {
     #[test]
     fn topics_are_bounded() {
         assert!(check_topic("").is_ok());
+        assert!(check_topic("line one\n\tline two").is_ok());
+        assert!(check_topic("a\u{0}b").is_err());
+        assert!(check_topic("a\rb").is_err());
+        assert!(check_topic("a\u{1b}[31mb").is_err());
         assert!(check_topic(&"t".repeat(1000)).is_ok());
         assert!(check_topic(&"t".repeat(1001)).is_err());
     }

@@ -91,7 +91,7 @@ pub(super) async fn edit(
     new_content.insert("body".into(), json!(body.text));
     let mut content = Map::new();
     content.insert("msgtype".into(), json!(msgtype));
-    content.insert("body".into(), json!(format!("* {}", body.text)));
+    content.insert("body".into(), json!(edit_fallback(&body.text)));
     content.insert("m.new_content".into(), Value::Object(new_content));
     content.insert(
         "m.relates_to".into(),
@@ -109,6 +109,21 @@ pub(super) async fn edit(
         )
         .await?;
     Ok(Json(message_json(&state, user, &event_id)?))
+}
+
+/// The longest part of an edited text that the fallback `body` of the edit repeats, in
+/// characters. The edit carries the full text once, in `m.new_content`; the fallback is only
+/// for clients that do not understand edits, so a long text is cut there and the event stays
+/// within the event size limit for every text that `check_text` accepts.
+const EDIT_FALLBACK_CHARS: usize = 256;
+
+/// The fallback `body` of an edit: `* ` and the new text, cut to [`EDIT_FALLBACK_CHARS`]
+/// characters with `…` when longer.
+fn edit_fallback(text: &str) -> String {
+    match text.char_indices().nth(EDIT_FALLBACK_CHARS) {
+        Some((cut, _)) => format!("* {}…", &text[..cut]),
+        None => format!("* {text}"),
+    }
 }
 
 /// Redacts an event as `user`.
@@ -279,5 +294,14 @@ mod tests {
         assert!(check_key("👍").is_ok());
         assert!(check_key("").is_err());
         assert!(check_key(&"a".repeat(MAX_KEY_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn edit_fallbacks_are_short() {
+        assert_eq!(edit_fallback("hi"), "* hi");
+        let long = "é".repeat(EDIT_FALLBACK_CHARS + 10);
+        let fallback = edit_fallback(&long);
+        assert_eq!(fallback.chars().count(), EDIT_FALLBACK_CHARS + 3);
+        assert!(fallback.ends_with('…'));
     }
 }

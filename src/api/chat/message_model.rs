@@ -134,6 +134,11 @@ pub fn file_object(
     Ok(Some(file))
 }
 
+/// The most recipients a MessageStatus lists (the first by user ID); `recipient_count` and
+/// `state` still account for every recipient. This keeps a page of messages in a large group
+/// at O(messages × this) in size, while the receipts are read once per page.
+pub const MAX_LISTED_RECIPIENTS: usize = 50;
+
 /// A recipient's receipts in one chat, read once per request.
 struct RecipientReceipts {
     user: OwnedUserId,
@@ -275,10 +280,13 @@ impl<'a> ChatView<'a> {
         ))
     }
 
-    /// `{state, recipients: [{user_id, state, delivered_at, read_at}]}` of a message: each
-    /// member who was joined when it was sent (but its sender) has it `read` when a read receipt
-    /// of theirs is at or after it (private receipts count only for their owner), `delivered`
-    /// when their delivered receipt is, `sent` otherwise. `state` is the least advanced one.
+    /// `{state, recipient_count, recipients: [{user_id, state, delivered_at, read_at}]}` of a
+    /// message: each member who was joined when it was sent (but its sender) has it `read` when
+    /// a read receipt of theirs is at or after it (private receipts count only for their owner),
+    /// `delivered` when their delivered receipt is, `sent` otherwise. `state` is the least
+    /// advanced of all of them and `recipient_count` their number; `recipients` lists the first
+    /// [`MAX_LISTED_RECIPIENTS`] by user ID. Every recipient is compared in memory (the receipts
+    /// were read once for the whole page), only the listed ones become JSON.
     pub fn status(&self, pdu: &Pdu, position: u64) -> Result<Value> {
         let recipients = match self.recipients.get() {
             Some(recipients) => recipients,
@@ -290,6 +298,7 @@ impl<'a> ChatView<'a> {
         let content: Value = serde_json::from_str(pdu.content().get()).unwrap_or_default();
         let thread = crate::service::receipts::thread_root(&content).map(str::to_owned);
         let mut least = 2;
+        let mut count = 0usize;
         let mut out = Vec::new();
         for recipient in recipients {
             if recipient.user == pdu.sender() || recipient.joined_at >= position {
@@ -321,6 +330,10 @@ impl<'a> ChatView<'a> {
                 _ => (0, "sent"),
             };
             least = least.min(rank);
+            count += 1;
+            if out.len() >= MAX_LISTED_RECIPIENTS {
+                continue;
+            }
             out.push(json!({
                 "user_id": recipient.user,
                 "state": label,
@@ -328,14 +341,15 @@ impl<'a> ChatView<'a> {
                 "read_at": read_at,
             }));
         }
-        let state = match (out.is_empty(), least) {
+        let state = match (count == 0, least) {
             (true, _) | (_, 0) => "sent",
             (_, 1) => "delivered",
             _ => "read",
         };
-        Ok(json!({ "state": state, "recipients": out }))
+        Ok(json!({ "state": state, "recipient_count": count, "recipients": out }))
     }
 
+    /// Every joined member's receipts, in user ID order (the order recipients are listed in).
     fn load_recipients(&self) -> Result<Vec<RecipientReceipts>> {
         let rooms = &self.state.rooms;
         let mut out = Vec::new();
@@ -358,6 +372,7 @@ impl<'a> ChatView<'a> {
                 user,
             });
         }
+        out.sort_by(|a, b| a.user.cmp(&b.user));
         Ok(out)
     }
 }

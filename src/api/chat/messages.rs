@@ -258,6 +258,16 @@ async fn send(
         other => other,
     };
     let room_id = destination(&state, user, &body.to)?;
+    // Only members (joined or invited) can be mentioned: a mention notifies, and naming anyone
+    // else would let a message reach people outside the chat.
+    for mentioned in &mentions {
+        let membership = state.rooms.membership(&room_id, mentioned)?;
+        if !matches!(membership.as_deref(), Some("join" | "invite")) {
+            return Err(ChatError::invalid(format!(
+                "mentions: {mentioned} is not a member of this chat"
+            )));
+        }
+    }
     if let Some(parent) = &reply_to {
         let in_chat = visible_message(&state, user, parent.as_str())
             .is_ok_and(|(_, _, meta)| meta.room_id == room_id);

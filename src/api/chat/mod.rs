@@ -10,6 +10,7 @@ mod blocks;
 mod calls;
 mod chat_files;
 mod docs;
+mod fields;
 pub mod file_model;
 mod files;
 mod friends;

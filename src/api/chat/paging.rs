@@ -40,3 +40,32 @@ impl PageQuery {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(cursor: Option<&str>, limit: Option<usize>) -> PageQuery {
+        PageQuery {
+            cursor: cursor.map(str::to_owned),
+            limit,
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(page(None, None).limit().ok(), Some(DEFAULT_LIMIT));
+        assert_eq!(page(None, Some(MAX_LIMIT)).limit().ok(), Some(MAX_LIMIT));
+        assert!(page(None, Some(0)).limit().is_err());
+        assert!(page(None, Some(MAX_LIMIT + 1)).limit().is_err());
+    }
+
+    #[test]
+    fn cursors_are_plain_positive_numbers() {
+        assert_eq!(page(None, None).cursor().ok(), Some(None));
+        assert_eq!(page(Some("42"), None).cursor().ok(), Some(Some(42)));
+        for bad in ["0", "+5", "-1", "abc", " 7", ""] {
+            assert!(page(Some(bad), None).cursor().is_err(), "{bad:?}");
+        }
+    }
+}

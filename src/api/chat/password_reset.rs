@@ -118,18 +118,19 @@ async fn reset(
     }
     // Checked before the code is used up, so that a refused password does not spend it.
     crate::service::password::check_policy(&state.config.password, &body.new_password)?;
-    let user_id = state
-        .chat
-        .password_resets
-        .redeem(body.token.trim())?
-        .ok_or_else(invalid_token)?;
+    let resets = &state.chat.password_resets;
+    let code = body.token.trim();
+    // The code is used up only once the password has changed, so a failure on the way leaves
+    // it to retry; the claim keeps a concurrent second use out meanwhile.
+    let (user_id, _claim) = resets.claim(code)?.ok_or_else(invalid_token)?;
     if !state.is_active_user(&user_id)? {
         return Err(invalid_token());
     }
     state
         .change_password(&user_id, &body.new_password, None, true)
         .await?;
-    state.chat.password_resets.revoke_all(&user_id)?;
+    resets.redeem(code)?;
+    resets.revoke_all(&user_id)?;
     state.store.durable().await?;
     tracing::info!(user = %user_id, "password reset by e-mail");
     Ok(StatusCode::NO_CONTENT)

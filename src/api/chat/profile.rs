@@ -7,15 +7,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
 use ruma::UserId;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ChatError, ChatResult};
 use super::extract::{ChatAuth, ChatJson};
+use super::fields::nullable;
+use super::file_model::{mxc_uri, own_image};
 use super::signup::email_of;
 use crate::api::Routes;
 use crate::api::extract::AppState;
-use crate::service::media::is_valid_media_id;
 use crate::service::presence::PresenceState;
 
 pub(super) fn routes(routes: Routes) -> Routes {
@@ -27,25 +28,16 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 256;
 /// The longest status message, in characters.
 pub const MAX_STATUS_CHARS: usize = 256;
 
-/// Tells a field that is absent (`None`) from one that is `null` (`Some(None)`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 /// `PUT /profile`: absent fields stay as they are; `null` (or an empty string, for the display
 /// name and the status message) clears.
 #[derive(Deserialize)]
 struct ProfileUpdate {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "nullable")]
     display_name: Option<Option<String>>,
     /// A media ID the caller uploaded (an image).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "nullable")]
     avatar_file_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "nullable")]
     status_message: Option<Option<String>>,
 }
 
@@ -81,24 +73,11 @@ fn check_status(status: &str) -> ChatResult<()> {
     Ok(())
 }
 
-/// The `mxc://` URI of the caller's uploaded image `file_id`; 404 for a file that does not
-/// exist or that someone else uploaded, 400 for one that is not an image.
+/// The `mxc://` URI of the caller's uploaded image `file_id` (400 for anything else, as every
+/// `*_file_id` field answers).
 fn avatar_mxc(state: &AppState, user_id: &UserId, file_id: &str) -> ChatResult<String> {
-    if !is_valid_media_id(file_id) {
-        return Err(ChatError::invalid("avatar_file_id is not a file ID"));
-    }
-    let server = state.media.server_name().as_str();
-    let record = state
-        .media
-        .get(server, file_id)?
-        .filter(|r| r.uploader == user_id.as_str());
-    let Some(content) = record.and_then(|r| r.content) else {
-        return Err(ChatError::not_found("no such file among your uploads"));
-    };
-    if !content.content_type.starts_with("image/") {
-        return Err(ChatError::invalid("avatar_file_id must be an image"));
-    }
-    Ok(format!("mxc://{server}/{file_id}"))
+    let (record, _) = own_image(state, user_id, "avatar_file_id", file_id)?;
+    Ok(mxc_uri(state, &record.media_id))
 }
 
 /// The caller's profile: `{user_id, username, display_name, avatar_url, status_message, email,

@@ -215,6 +215,8 @@ async fn start_verification(
         sid,
         client_secret,
         expires_ts,
+        validated_email: None,
+        token_consumed: false,
     })?;
     state.store.durable().await?;
     Ok((
@@ -243,11 +245,25 @@ async fn verify(
         return Err(ChatError::invalid("signup_id or token is too long"));
     }
     let signups = &state.chat.signups;
-    let signup = signups
+    // Held until the sign-up is removed or this attempt fails: the sign-up is used up only
+    // once its account exists, so a failure on the way leaves it to retry, and a concurrent
+    // second completion is refused meanwhile.
+    let _claim = signups.claim(&body.signup_id).ok_or_else(|| {
+        ChatError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this sign-up is being completed by another request",
+        )
+    })?;
+    let mut signup = signups
         .get(&body.signup_id)?
         .ok_or_else(|| ChatError::not_found("unknown or expired sign-up"))?;
     let mode = ensure_open(&state)?;
-    if let Some(token) = &body.token {
+    if let Some(token) = body
+        .token
+        .as_ref()
+        .filter(|_| signup.validated_email.is_none())
+    {
         // A wrong (or already used) code is not the end: the link in the same e-mail may have
         // validated the address, which `take_validated` checks.
         match state
@@ -268,35 +284,48 @@ async fn verify(
         signups.remove(&body.signup_id, &signup)?;
         return Err(email_taken());
     }
-    let email = state
-        .threepids
-        .take_validated(&signup.sid, &signup.client_secret, Purpose::Register)
-        .map_err(|e| match e {
-            Error::ThreepidAuthFailed(_) => ChatError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_token",
-                "the code is incorrect or expired",
-            ),
-            other => other.into(),
-        })?;
-    signups.remove(&body.signup_id, &signup)?;
+    // The validation and the registration token work once: what is used up is noted in the
+    // sign-up, so that a retry after a later failure does not need them again.
+    let email = match signup.validated_email.clone() {
+        Some(email) => email,
+        None => {
+            let email = state
+                .threepids
+                .take_validated(&signup.sid, &signup.client_secret, Purpose::Register)
+                .map_err(|e| match e {
+                    Error::ThreepidAuthFailed(_) => ChatError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_token",
+                        "the code is incorrect or expired",
+                    ),
+                    other => other.into(),
+                })?;
+            signup.validated_email = Some(email.clone());
+            signups.update(&body.signup_id, &signup)?;
+            email
+        }
+    };
     if mode == RegistrationMode::Token
+        && !signup.token_consumed
         && let Some(token) = &signup.registration_token
     {
         state
             .regtokens
             .consume(token)
             .map_err(|_| bad_registration_token())?;
+        signup.token_consumed = true;
+        signups.update(&body.signup_id, &signup)?;
     }
     create_account(
         &state,
         &signup.user_id,
-        NewPassword::Hashed(signup.password_hash),
+        NewPassword::Hashed(signup.password_hash.clone()),
         signup.display_name.as_deref(),
         &email,
         true,
     )
     .await?;
+    signups.remove(&body.signup_id, &signup)?;
     let mut answer = issue_tokens(&state, &signup.user_id, signup.device_name, &ip).await?;
     answer["email"] = json!(email);
     answer["email_verified"] = json!(true);
@@ -319,32 +348,29 @@ async fn create_account(
     email: &str,
     verified: bool,
 ) -> ChatResult<()> {
-    // The unverified address is reserved first, so that two sign-ups cannot both take it.
-    let reserved = !verified
-        && state
-            .chat
-            .signups
-            .user_for_unverified_email(email)?
-            .is_none();
+    let taken = |e: Error| match e {
+        Error::Conflict(_) => email_taken(),
+        other => other.into(),
+    };
+    // The unverified address is reserved first, so that two sign-ups cannot both take it, and
+    // becomes the user's only once the account exists: a sign-up that loses the race for the
+    // username then leaves the winner's address alone.
+    let signups = &state.chat.signups;
     if !verified {
-        state
-            .chat
-            .signups
-            .record_unverified(user_id, email)
-            .map_err(|e| match e {
-                Error::Conflict(_) => email_taken(),
-                other => other.into(),
-            })?;
+        signups.reserve_unverified(user_id, email).map_err(taken)?;
     }
     let plain = match &password {
         NewPassword::Plain(p) => Some(*p),
         NewPassword::Hashed(_) => None,
     };
     if let Err(e) = state.accounts.create(user_id, plain, false, false).await {
-        if reserved {
-            state.chat.signups.release_unverified_email(email)?;
+        if !verified {
+            signups.release_reservation(user_id, email)?;
         }
         return Err(e.into());
+    }
+    if !verified {
+        signups.record_unverified(user_id, email).map_err(taken)?;
     }
     if let NewPassword::Hashed(hash) = password {
         state
@@ -357,7 +383,7 @@ async fn create_account(
         .set_field(user_id, "displayname", json!(name))?;
     if verified {
         state.threepids.bind(user_id, email)?;
-        state.chat.signups.release_unverified_email(email)?;
+        signups.release_unverified_email(email)?;
     }
     state.store.durable().await?;
     tracing::info!(user = %user_id, verified, "signed up through the Chat API");

@@ -30,27 +30,31 @@ pub(super) fn routes(routes: Routes) -> Routes {
 }
 
 /// A user named in a path or body: a full user ID (`@alice:server`), or a bare username of this
-/// server (`alice`, compared in lower case as usernames are). 400 when it is neither.
+/// server (`alice`, compared in lower case as usernames are). 400 when it is neither: a bare
+/// username must follow the username grammar (full IDs may be historical ones of other servers).
 pub(crate) fn parse_user(state: &AppState, raw: &str) -> ChatResult<OwnedUserId> {
     let raw = raw.trim();
-    let full = if raw.starts_with('@') {
-        raw.to_owned()
-    } else {
-        if raw.is_empty() || raw.contains(':') {
-            return Err(ChatError::invalid(format!(
-                "{raw:?} is not a user ID or username"
-            )));
-        }
-        format!("@{}:{}", raw.to_lowercase(), state.config.server_name)
-    };
-    parse_user_id(&full)
-        .map_err(|_| ChatError::invalid(format!("{raw:?} is not a user ID or username")))
+    let invalid = || ChatError::invalid(format!("{raw:?} is not a user ID or username"));
+    if raw.starts_with('@') {
+        return parse_user_id(raw).map_err(|_| invalid());
+    }
+    if raw.is_empty() || raw.contains(':') {
+        return Err(invalid());
+    }
+    let user = parse_user_id(&format!(
+        "@{}:{}",
+        raw.to_lowercase(),
+        state.config.server_name
+    ))
+    .map_err(|_| invalid())?;
+    user.validate_strict().map_err(|_| invalid())?;
+    Ok(user)
 }
 
 /// Like [`parse_user`], for a user who must have an active account on this server (404
-/// otherwise).
-pub(crate) fn existing_user(state: &AppState, raw: &str) -> ChatResult<OwnedUserId> {
-    let user_id = parse_user(state, raw)?;
+/// otherwise). Takes a user ID already parsed as well as raw text.
+pub(crate) fn existing_user(state: &AppState, raw: impl AsRef<str>) -> ChatResult<OwnedUserId> {
+    let user_id = parse_user(state, raw.as_ref())?;
     if user_id.server_name() != state.config.server_name.as_str()
         || !state.is_active_user(&user_id)?
     {

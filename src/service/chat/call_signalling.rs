@@ -5,11 +5,12 @@
 //! present, so that it acts on what the room says now.
 
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::calls::{CallRecord, CallView, INVITE_LIFETIME_MS};
 use super::friends::Friendship;
+use super::observer::apply_call_event;
 use crate::error::{Error, Result};
 use crate::service::Services;
 use crate::service::rooms::NewEvent;
@@ -95,32 +96,47 @@ impl Services {
         Ok(None)
     }
 
+    /// Sends a call event; answers its event ID once it is durable.
     async fn sends_call_event(
         &self,
         room_id: &RoomId,
         sender: &UserId,
         kind: TimelineEventType,
         content: Value,
-    ) -> Result<()> {
+    ) -> Result<OwnedEventId> {
         self.rooms
             .append(room_id, sender, NewEvent::message(kind, content), None)
-            .await?;
-        Ok(())
+            .await
     }
 
-    /// The call as recorded once the consumer has caught up with what was just sent.
+    /// The call as the event just sent (`sent`, durable) made it. Waits for the ordered
+    /// consumer of events first; when that wait gives up (the consumer is behind), the answer
+    /// is worked out from the event itself exactly as the consumer will record it, so an
+    /// action whose event is in the room always answers with the call.
     async fn recorded_call(
         &self,
         user: &UserId,
         call_id: &str,
         room_id: &RoomId,
+        sent: &EventId,
     ) -> CallResult<CallView> {
         self.call_log_caught_up().await;
-        let record = self
-            .chat
-            .calls
-            .get(call_id, room_id.as_str())?
-            .ok_or_else(|| Error::internal("the call log is behind the room"))?;
+        let behind = || Error::internal("a call event just sent is not stored");
+        let pdu = self.rooms.pdu(sent)?.ok_or_else(behind)?;
+        let position = self.rooms.event_meta(sent)?.ok_or_else(behind)?.stream_pos;
+        let record = match self.chat.calls.get(call_id, room_id.as_str())? {
+            Some(mut record) => {
+                if record.applied_upto < position {
+                    let content: Value =
+                        serde_json::from_str(pdu.content().get()).map_err(Error::from)?;
+                    apply_call_event(&mut record, position, &pdu, &content);
+                }
+                record
+            }
+            None => self
+                .call_of_invite(position, &pdu)?
+                .ok_or_else(|| Error::internal("a call invite just sent makes no call"))?,
+        };
         Ok(record.view(user, now_ms()))
     }
 
@@ -158,9 +174,10 @@ impl Services {
         if let Some(invitee) = &invitee {
             content["invitee"] = json!(invitee);
         }
-        self.sends_call_event(&room_id, caller, TimelineEventType::CallInvite, content)
+        let sent = self
+            .sends_call_event(&room_id, caller, TimelineEventType::CallInvite, content)
             .await?;
-        self.recorded_call(caller, &call_id, &room_id).await
+        self.recorded_call(caller, &call_id, &room_id, &sent).await
     }
 
     /// `POST /call/answer`: sends `m.call.answer`.
@@ -188,14 +205,16 @@ impl Services {
             "version": VOIP_VERSION,
             "answer": { "type": "answer", "sdp": sdp_answer },
         });
-        self.sends_call_event(
-            &record.room_id,
-            user,
-            TimelineEventType::CallAnswer,
-            content,
-        )
-        .await?;
-        self.recorded_call(user, call_id, &record.room_id).await
+        let sent = self
+            .sends_call_event(
+                &record.room_id,
+                user,
+                TimelineEventType::CallAnswer,
+                content,
+            )
+            .await?;
+        self.recorded_call(user, call_id, &record.room_id, &sent)
+            .await
     }
 
     /// `POST /call/candidates`: sends `m.call.candidates` (ICE candidates, as given).
@@ -266,9 +285,11 @@ impl Services {
             content["version"] = json!(0);
             TimelineEventType::CallHangup
         };
-        self.sends_call_event(&record.room_id, user, kind, content)
+        let sent = self
+            .sends_call_event(&record.room_id, user, kind, content)
             .await?;
-        self.recorded_call(user, call_id, &record.room_id).await
+        self.recorded_call(user, call_id, &record.room_id, &sent)
+            .await
     }
 
     /// The VoIP version of a call's invite (`"1"`, or `"0"` for the integer 0).
@@ -286,6 +307,10 @@ impl Services {
 
     /// `GET /calls`: the user's calls with an invite before stream position `before`, newest
     /// first, at most `limit`; with the position to continue from when there are more.
+    ///
+    /// Calls with users the user blocks (`m.ignored_user_list`, as the notification feed
+    /// leaves out their notifications) are left out: a call from a blocked caller, and a call
+    /// of the user's own whose every callee they block.
     pub async fn call_log(
         &self,
         user: &UserId,
@@ -294,10 +319,19 @@ impl Services {
     ) -> Result<(Vec<CallView>, Option<u64>)> {
         self.call_log_caught_up().await;
         let now = now_ms();
+        let ignored = self.account_data.ignored_users(user)?;
         let mut calls = Vec::new();
         let mut next = None;
         for item in self.chat.calls.log_before(user, before.unwrap_or(u64::MAX)) {
             let (position, record) = item?;
+            let with_blocked = if record.caller == user {
+                !record.callees.is_empty() && record.callees.iter().all(|c| ignored.contains(c))
+            } else {
+                ignored.contains(&record.caller)
+            };
+            if with_blocked {
+                continue;
+            }
             if calls.len() == limit {
                 next = Some(position + 1);
                 break;

@@ -573,6 +573,8 @@ impl Services {
         for id in ids {
             self.chat.notifications.mark_read(user, *id)?;
         }
+        // The marks are on disk before the answer says they are made.
+        self.store.durable().await?;
         self.send_read_receipts(user, receipts).await;
         Ok(())
     }
@@ -588,6 +590,7 @@ impl Services {
         self.chat
             .notifications
             .set_read_all(user, ReadAll { position, at: now })?;
+        self.store.durable().await?;
         self.send_read_receipts(user, receipts).await;
         Ok(())
     }

@@ -270,7 +270,7 @@ impl Services {
             .await?;
         self.chat.friends.record(user, peer, &room)?;
         self.store.durable().await?;
-        self.mark_direct(user, peer, &room).await?;
+        self.mark_direct(user, peer, &room).await;
         Ok(Ok(Added::Requested(room)))
     }
 
@@ -386,7 +386,8 @@ impl Services {
     async fn join_direct(&self, user: &UserId, peer: &UserId, room: &RoomId) -> Result<()> {
         let join = member_event(user, "join", self.member_profile(user)?);
         self.rooms.append(room, user, join, None).await?;
-        self.mark_direct(user, peer, room).await
+        self.mark_direct(user, peer, room).await;
+        Ok(())
     }
 
     /// Leaves a direct chat (if still in it) and optionally forgets it.
@@ -405,9 +406,13 @@ impl Services {
     }
 
     /// Adds `room` to `user`'s `m.direct` under `peer`, so that Matrix clients show it as a
-    /// direct chat.
-    async fn mark_direct(&self, user: &UserId, peer: &UserId, room: &RoomId) -> Result<()> {
-        self.account_data
+    /// direct chat. Best effort: the friends index is what the Chat API goes by, and the room
+    /// already exists and is indexed when this runs, so failing the request here would leave a
+    /// friendship the client cannot retry (a second request is `request_pending`). A failure is
+    /// logged: only Matrix clients miss it (they show the room as a group of two).
+    async fn mark_direct(&self, user: &UserId, peer: &UserId, room: &RoomId) {
+        let marked = self
+            .account_data
             .update_server_managed(user, DIRECT_TYPE, |old| {
                 let mut content = old.and_then(Value::as_object).cloned().unwrap_or_default();
                 let rooms = content.entry(peer.to_string()).or_insert_with(|| json!([]));
@@ -423,7 +428,10 @@ impl Services {
                 list.push(json!(room));
                 Ok(Some(Value::Object(content)))
             })
-            .await
+            .await;
+        if let Err(error) = marked {
+            tracing::warn!(user = %user, room = %room, %error, "could not list a direct chat in m.direct");
+        }
     }
 
     /// The display name and avatar a user's member events carry.

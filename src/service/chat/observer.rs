@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::calls::{Applied, CallEvent, CallKind, CallRecord, MAX_CALLEES, MAX_LIFETIME_MS};
 use super::notifications::{NotificationType, StoredNotification};
 use crate::core::Pdu;
+use crate::core::StateMap;
 use crate::error::Result;
 use crate::service::Services;
 use crate::service::push::EvalJob;
@@ -46,6 +47,29 @@ fn timestamp(pdu: &Pdu) -> u64 {
     pdu.origin_server_ts().get().into()
 }
 
+/// Applies an `m.call.answer`, `m.call.reject` or `m.call.hangup` (with its parsed `content`)
+/// at stream position `position` to the call's record.
+pub(crate) fn apply_call_event(
+    record: &mut CallRecord,
+    position: u64,
+    pdu: &Pdu,
+    content: &Value,
+) -> Applied {
+    let sender = pdu.sender();
+    let ts = timestamp(pdu);
+    let event = match pdu.kind() {
+        TimelineEventType::CallAnswer => CallEvent::Answer { sender, ts },
+        TimelineEventType::CallReject => CallEvent::Reject { sender, ts },
+        TimelineEventType::CallHangup => CallEvent::Hangup {
+            sender,
+            ts,
+            reason: content.get("reason").and_then(Value::as_str),
+        },
+        _ => return Applied::Ignored,
+    };
+    record.apply(position, event)
+}
+
 impl Services {
     /// Records what one appended event means for the Chat API (see the module comment).
     /// Called by the push evaluator for every event, in stream order.
@@ -66,7 +90,34 @@ impl Services {
         }
     }
 
+    /// The room's state at an event (before it), if it was recorded.
+    fn observed_state_before(&self, pdu: &Pdu) -> Result<Option<Arc<StateMap>>> {
+        let Some(snapshot) = self
+            .rooms
+            .event_meta(pdu.event_id())?
+            .and_then(|meta| meta.state_before)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.rooms.snapshots.state(snapshot)?))
+    }
+
+    /// The member event of `user` in `state`, with its content.
+    fn observed_member(&self, state: &StateMap, user: &str) -> Result<Option<(Arc<Pdu>, Value)>> {
+        let Some(id) = state.get(&(StateEventType::RoomMember, user.to_owned())) else {
+            return Ok(None);
+        };
+        let Some(pdu) = self.rooms.pdu(id)? else {
+            return Ok(None);
+        };
+        let content = serde_json::from_str(pdu.content().get())?;
+        Ok(Some((pdu, content)))
+    }
+
     /// A join answering an invite to a direct chat: the inviter's friend request is accepted.
+    /// Only in a room recorded as the pair's direct chat (see
+    /// [`friends`](super::friends)): an `is_direct` invite the Chat API never took for a friend
+    /// request makes no friendship, so its join accepts nothing.
     fn observe_join(&self, position: u64, pdu: &Pdu) -> Result<()> {
         let content: Value = serde_json::from_str(pdu.content().get())?;
         let Some(joiner) = pdu.state_key() else {
@@ -75,24 +126,10 @@ impl Services {
         if membership(&content) != Some("join") || joiner != pdu.sender().as_str() {
             return Ok(());
         }
-        let Some(meta) = self.rooms.event_meta(pdu.event_id())? else {
+        let Some(before) = self.observed_state_before(pdu)? else {
             return Ok(());
         };
-        let Some(snapshot) = meta.state_before else {
-            return Ok(());
-        };
-        let before = self.rooms.snapshots.state(snapshot)?;
-        let member_event = |user: &str| -> Result<Option<(Arc<Pdu>, Value)>> {
-            let Some(id) = before.get(&(StateEventType::RoomMember, user.to_owned())) else {
-                return Ok(None);
-            };
-            let Some(pdu) = self.rooms.pdu(id)? else {
-                return Ok(None);
-            };
-            let content = serde_json::from_str(pdu.content().get())?;
-            Ok(Some((pdu, content)))
-        };
-        let Some((invite, invite_content)) = member_event(joiner)? else {
+        let Some((invite, invite_content)) = self.observed_member(&before, joiner)? else {
             return Ok(());
         };
         let inviter = invite.sender();
@@ -100,11 +137,13 @@ impl Services {
             || invite_content.get("is_direct").and_then(Value::as_bool) != Some(true)
             || inviter == pdu.sender()
             || !self.is_local(inviter)
+            || self.dm_peer(inviter, pdu.room_id())?.as_deref() != Some(pdu.sender())
         {
             return Ok(());
         }
         // The inviter must still be in the chat for this to be a friendship.
-        let inviter_joined = member_event(inviter.as_str())?
+        let inviter_joined = self
+            .observed_member(&before, inviter.as_str())?
             .is_some_and(|(_, content)| membership(&content) == Some("join"));
         if !inviter_joined {
             return Ok(());
@@ -128,17 +167,48 @@ impl Services {
         let Some(call_id) = call_id(&content) else {
             return Ok(());
         };
-        let room_id = pdu.room_id();
         // The first invite of a call ID in a room makes the call (a repeat changes nothing).
-        if self.chat.calls.get(call_id, room_id.as_str())?.is_some() {
+        if self
+            .chat
+            .calls
+            .get(call_id, pdu.room_id().as_str())?
+            .is_some()
+        {
             return Ok(());
         }
+        let Some(record) = self.call_of_invite(position, pdu)? else {
+            return Ok(());
+        };
+        self.chat.calls.put(&record)?;
+        for user in std::iter::once(&record.caller).chain(&record.callees) {
+            if self.is_local(user) {
+                self.chat.calls.add_to_log(user, &record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The call an `m.call.invite` at stream position `position` makes (`None`: it makes
+    /// none), without recording it.
+    ///
+    /// Only members joined to the room at the invite are rung: an `invitee` counts when the
+    /// room's state at the invite (the state the event was authorised against) has them
+    /// joined, so nobody can put a call into the log or the notifications of a user who is
+    /// not in the room by naming them. An invite naming anyone else rings nobody (it stays in
+    /// the caller's log only). Without an `invitee`, the callees are the members joined now
+    /// whose current join came before the invite — joined at the invite and still there.
+    pub(crate) fn call_of_invite(&self, position: u64, pdu: &Pdu) -> Result<Option<CallRecord>> {
+        let content: Value = serde_json::from_str(pdu.content().get())?;
+        let Some(call_id) = call_id(&content) else {
+            return Ok(None);
+        };
+        let room_id = pdu.room_id();
         let Some(sdp) = content
             .get("offer")
             .and_then(|offer| offer.get("sdp"))
             .and_then(Value::as_str)
         else {
-            return Ok(());
+            return Ok(None);
         };
         let lifetime_ms = content
             .get("lifetime")
@@ -150,9 +220,21 @@ impl Services {
             .get("invitee")
             .and_then(Value::as_str)
             .and_then(|u| OwnedUserId::try_from(u).ok());
-        let callees = match &invitee {
-            Some(invitee) if invitee != caller => vec![invitee.clone()],
-            Some(_) => Vec::new(),
+        let (invitee, callees) = match invitee {
+            Some(invitee) if invitee == caller => (Some(invitee), Vec::new()),
+            Some(invitee) => {
+                let joined = match self.observed_state_before(pdu)? {
+                    Some(state) => self
+                        .observed_member(&state, invitee.as_str())?
+                        .is_some_and(|(_, content)| membership(&content) == Some("join")),
+                    None => false,
+                };
+                if joined {
+                    (Some(invitee.clone()), vec![invitee])
+                } else {
+                    (None, Vec::new())
+                }
+            }
             // No invitee: the invite rings every member joined when it was sent.
             None => {
                 let mut callees = Vec::new();
@@ -167,10 +249,10 @@ impl Services {
                         break;
                     }
                 }
-                callees
+                (None, callees)
             }
         };
-        let record = CallRecord {
+        Ok(Some(CallRecord {
             call_id: call_id.to_owned(),
             room_id: room_id.to_owned(),
             kind: CallKind::of_sdp(sdp),
@@ -188,14 +270,7 @@ impl Services {
             ended_by: None,
             hangup_reason: None,
             applied_upto: position,
-        };
-        self.chat.calls.put(&record)?;
-        for user in std::iter::once(&record.caller).chain(&record.callees) {
-            if self.is_local(user) {
-                self.chat.calls.add_to_log(user, &record)?;
-            }
-        }
-        Ok(())
+        }))
     }
 
     /// `m.call.answer`, `m.call.reject`, `m.call.hangup`: the call moves on.
@@ -207,24 +282,13 @@ impl Services {
         let Some(mut record) = self.chat.calls.get(call_id, pdu.room_id().as_str())? else {
             return Ok(());
         };
-        let sender = pdu.sender();
-        let ts = timestamp(pdu);
-        let event = match pdu.kind() {
-            TimelineEventType::CallAnswer => CallEvent::Answer { sender, ts },
-            TimelineEventType::CallReject => CallEvent::Reject { sender, ts },
-            _ => CallEvent::Hangup {
-                sender,
-                ts,
-                reason: content.get("reason").and_then(Value::as_str),
-            },
-        };
-        let applied = record.apply(position, event);
+        let applied = apply_call_event(&mut record, position, pdu, &content);
         if applied == Applied::Ignored {
             return Ok(());
         }
         self.chat.calls.put(&record)?;
         if applied == Applied::GaveUp {
-            self.record_missed_call(position, &record, ts)?;
+            self.record_missed_call(position, &record, timestamp(pdu))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::expiring;
+use super::signups::{Claim, Claims};
 use crate::error::{Error, Result};
 use crate::storage::{Store, Tree, TxError, keys, trees};
 use crate::util::{now_ms, random_string, sha256_hex};
@@ -25,6 +26,8 @@ pub struct PasswordResets {
     /// `expiring` records by the code's hash, and `"u" SEP user SEP hash` → (): the codes of a
     /// user, all revoked once one of them is used.
     tree: Tree,
+    /// Codes being redeemed (by hash).
+    redeeming: Claims,
 }
 
 fn user_index_key(user_id: &str, hash: &str) -> Vec<u8> {
@@ -39,6 +42,7 @@ impl PasswordResets {
         Ok(Self {
             store: store.clone(),
             tree: store.tree(trees::CHAT_RESETCODE_RESET)?,
+            redeeming: Claims::default(),
         })
     }
 
@@ -62,6 +66,22 @@ impl PasswordResets {
             Ok::<_, TxError<Error>>(())
         })?;
         Ok(code)
+    }
+
+    /// Claims `code` for a reset: the user it was issued to with the claim, or `None` when it
+    /// is unknown, used, expired, or being redeemed by another request. The code stays usable
+    /// until [`Self::redeem`], so a reset that fails before the password changes can be retried;
+    /// the claim (released when dropped) keeps a second redeemer out meanwhile.
+    pub fn claim(&self, code: &str) -> Result<Option<(OwnedUserId, Claim)>> {
+        let hash = sha256_hex(code);
+        let Some(claim) = self.redeeming.claim(&hash) else {
+            return Ok(None);
+        };
+        let Some(raw) = self.tree.get(expiring::record_key(&hash))? else {
+            return Ok(None);
+        };
+        let reset: Reset = serde_json::from_slice(&raw)?;
+        Ok((reset.expires_ts > now_ms()).then_some((reset.user_id, claim)))
     }
 
     /// Uses up `code`: the user it was issued to, or `None` when it is unknown, used or expired.

@@ -12,6 +12,9 @@
 //! it, but it receives no password resets (nobody proved they read it) and Matrix clients do not
 //! see it as a validated address.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -37,14 +40,54 @@ pub struct PendingSignup {
     pub sid: String,
     pub client_secret: String,
     pub expires_ts: u64,
+    /// The validated address, once the e-mail validation has been taken (it works once): a
+    /// completion that failed after that point is retried without it.
+    #[serde(default)]
+    pub validated_email: Option<String>,
+    /// Whether the registration token has been used up for this sign-up.
+    #[serde(default)]
+    pub token_consumed: bool,
+}
+
+/// Single-use things (sign-ups, reset codes) being redeemed right now, by key: the redeemer
+/// holds a [`Claim`] from before its checks until the thing is used up or the attempt failed,
+/// so a concurrent second redeemer is refused while a failed attempt leaves it usable.
+#[derive(Default, Clone)]
+pub struct Claims(Arc<Mutex<HashSet<String>>>);
+
+/// A key of [`Claims`], released when dropped.
+pub struct Claim {
+    claims: Claims,
+    key: String,
+}
+
+impl Claims {
+    /// Claims `key`; `None` while someone else holds it.
+    pub fn claim(&self, key: &str) -> Option<Claim> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.insert(key.to_owned()).then(|| Claim {
+            claims: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.claims.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.remove(&self.key);
+    }
 }
 
 pub struct Signups {
     store: Store,
     /// Pending sign-ups and their expiry index (see `expiring`).
     pending: Tree,
-    /// `"u" SEP user` → address and `"e" SEP address` → user.
+    /// `"u" SEP user` → address and `"e" SEP address` → user. An `"e"` entry without its
+    /// `"u"` entry is a reservation of a sign-up still creating its account.
     unverified: Tree,
+    /// Sign-up IDs being completed.
+    completing: Claims,
 }
 
 fn user_key(user_id: &UserId) -> Vec<u8> {
@@ -55,13 +98,30 @@ fn email_key(email: &str) -> Vec<u8> {
     keys::pair("e", email)
 }
 
+fn in_use() -> Error {
+    Error::Conflict("this e-mail address is in use".into())
+}
+
 impl Signups {
     pub fn new(store: &Store) -> Result<Self> {
         Ok(Self {
             store: store.clone(),
             pending: store.tree(trees::CHAT_SIGNUPID_SIGNUP)?,
             unverified: store.tree(trees::CHAT_UNVERIFIED_EMAIL)?,
+            completing: Claims::default(),
         })
+    }
+
+    /// Claims the sign-up `id` for completing it; `None` while another request completes it.
+    pub fn claim(&self, id: &str) -> Option<Claim> {
+        self.completing.claim(id)
+    }
+
+    /// Stores the progress of the sign-up `id` (see [`PendingSignup::validated_email`]).
+    pub fn update(&self, id: &str, signup: &PendingSignup) -> Result<()> {
+        self.pending
+            .put(expiring::record_key(id), serde_json::to_vec(signup)?)?;
+        Ok(())
     }
 
     /// Keeps a sign-up until its code comes back or it expires; returns its ID, which only the
@@ -113,8 +173,43 @@ impl Signups {
             .and_then(|v| UserId::parse(String::from_utf8_lossy(&v).as_ref()).ok()))
     }
 
-    /// Records `email` (normalised) as `user_id`'s unverified address; `Conflict` when another
-    /// user has it.
+    /// Reserves `email` (normalised) for `user_id` before their account is created, so that two
+    /// sign-ups cannot both take it; `Conflict` when another user has it. Nothing of `user_id`
+    /// changes yet: a concurrent sign-up for the same username that loses the race to create
+    /// the account must not touch the winner's address (see [`Self::record_unverified`] and
+    /// [`Self::release_reservation`]).
+    pub fn reserve_unverified(&self, user_id: &UserId, email: &str) -> Result<()> {
+        let by_email = email_key(email);
+        self.store.transact(&[&self.unverified], |t| {
+            if let Some(owner) = t[0].get(&by_email)?
+                && owner.as_ref() != user_id.as_bytes()
+            {
+                return Err(abort(in_use()));
+            }
+            t[0].put(&by_email, user_id.as_bytes().to_vec())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Drops a reservation of `email` by `user_id` whose account could not be created, unless
+    /// the address has meanwhile become that user's (another sign-up for them succeeded).
+    pub fn release_reservation(&self, user_id: &UserId, email: &str) -> Result<()> {
+        let by_email = email_key(email);
+        let by_user = user_key(user_id);
+        self.store.transact(&[&self.unverified], |t| {
+            let reserved = t[0].get(&by_email)?.as_deref() == Some(user_id.as_bytes());
+            let recorded = t[0].get(&by_user)?.as_deref() == Some(email.as_bytes());
+            if reserved && !recorded {
+                t[0].delete(&by_email)?;
+            }
+            Ok::<_, crate::storage::TxError<Error>>(())
+        })?;
+        Ok(())
+    }
+
+    /// Records `email` (normalised) as `user_id`'s unverified address, once their account
+    /// exists; `Conflict` when another user has it. A previous address of the user is freed.
     pub fn record_unverified(&self, user_id: &UserId, email: &str) -> Result<()> {
         let by_email = email_key(email);
         let by_user = user_key(user_id);
@@ -122,11 +217,11 @@ impl Signups {
             if let Some(owner) = t[0].get(&by_email)?
                 && owner.as_ref() != user_id.as_bytes()
             {
-                return Err(abort(Error::Conflict(
-                    "this e-mail address is in use".into(),
-                )));
+                return Err(abort(in_use()));
             }
-            if let Some(old) = t[0].get(&by_user)? {
+            if let Some(old) = t[0].get(&by_user)?
+                && old.as_ref() != email.as_bytes()
+            {
                 t[0].delete(email_key(&String::from_utf8_lossy(&old)))?;
             }
             t[0].put(&by_email, user_id.as_bytes().to_vec())?;
@@ -177,6 +272,8 @@ mod tests {
             sid: "sid".into(),
             client_secret: "secret".into(),
             expires_ts,
+            validated_email: None,
+            token_consumed: false,
         }
     }
 
@@ -231,5 +328,40 @@ mod tests {
             s.unverified_email_of(b).unwrap().as_deref(),
             Some("a2@example.org")
         );
+    }
+
+    #[test]
+    fn a_losing_signup_leaves_the_winner_address() {
+        let (_d, s) = signups();
+        let a = ruma::user_id!("@a:x");
+        // Two sign-ups for @a:x reserve their addresses; the first creates the account.
+        s.reserve_unverified(a, "one@example.org").unwrap();
+        s.reserve_unverified(a, "two@example.org").unwrap();
+        assert!(matches!(
+            s.reserve_unverified(ruma::user_id!("@b:x"), "one@example.org"),
+            Err(Error::Conflict(_))
+        ));
+        s.record_unverified(a, "one@example.org").unwrap();
+        s.release_reservation(a, "two@example.org").unwrap();
+        s.release_reservation(a, "one@example.org").unwrap();
+        assert_eq!(
+            s.unverified_email_of(a).unwrap().as_deref(),
+            Some("one@example.org")
+        );
+        assert!(
+            s.user_for_unverified_email("two@example.org")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn claims_are_exclusive_until_dropped() {
+        let claims = Claims::default();
+        let first = claims.claim("x");
+        assert!(first.is_some());
+        assert!(claims.claim("x").is_none());
+        drop(first);
+        assert!(claims.claim("x").is_some());
     }
 }

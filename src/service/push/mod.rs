@@ -183,6 +183,19 @@ impl Push {
         *self.evaluated.borrow()
     }
 
+    /// How far up to `position` the records are complete: `position` itself when every event
+    /// queued up to it is evaluated, else the evaluator's progress. Readers that must not skip
+    /// a record (the chat stream) stop there and read the rest later.
+    pub fn evaluated_through(&self, position: u64) -> u64 {
+        let target = position.min(self.queue.last_queued.load(Ordering::SeqCst));
+        let evaluated = self.evaluated_upto();
+        if evaluated >= target {
+            position
+        } else {
+            evaluated
+        }
+    }
+
     /// Waits until every event up to `position` that has been queued is evaluated (at most
     /// [`SYNC_WAIT`]).
     pub async fn wait_evaluated(&self, position: u64) {

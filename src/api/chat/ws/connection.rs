@@ -23,6 +23,7 @@ use crate::api::extract::AppState;
 use crate::error::Error;
 use crate::service::sessions::Authed;
 use crate::service::sync::token;
+use crate::util::now_ms;
 
 /// How long a client without an `Authorization` header has to send its `auth` frame.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +40,7 @@ pub(super) enum End {
     ClientClosed,
     /// The connection broke.
     Gone,
-    /// 4001: no valid token, or the session ended.
+    /// 4001: no valid token, the session ended, or the access token expired.
     Unauthorized(&'static str),
     /// 4002: the client was silent for two heartbeat intervals.
     HeartbeatTimeout,
@@ -226,9 +227,19 @@ impl Listener<'_> {
         let mut ticks = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heard = Instant::now();
+        // The token's expiry ends the connection on time, whatever else happens then.
+        let expiry = expiry_deadline(self.authed);
+        let expired = async move {
+            match expiry {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         loop {
             tokio::select! {
                 end = &mut *producer => return end.unwrap_or(End::Internal),
+                _ = &mut expired => return End::Unauthorized(TOKEN_EXPIRED),
                 message = stream.next() => {
                     let Some(Ok(message)) = message else {
                         return End::Gone;
@@ -282,12 +293,12 @@ impl Listener<'_> {
         }
     }
 
-    /// A heartbeat: checks that the session lives on, then a `ping` frame with the latest cursor
-    /// and a WebSocket ping.
+    /// A heartbeat: checks that the session lives on and the token is still good, then a `ping`
+    /// frame with the latest cursor and a WebSocket ping.
     fn beat(&self) -> Result<(), End> {
-        match self.state.sessions.get(&self.authed.session_id) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(End::Unauthorized("the session ended")),
+        match still_authorized(self.state, self.authed) {
+            Ok(None) => {}
+            Ok(Some(end)) => return Err(end),
             Err(e) => {
                 tracing::warn!(error = %e, "checking a stream session failed");
                 return Err(End::Internal);
@@ -303,6 +314,34 @@ impl Listener<'_> {
         let _ = self.pings.try_send(());
         Ok(())
     }
+}
+
+/// The close reason when the access token the connection authenticated with expires.
+const TOKEN_EXPIRED: &str = "the access token expired";
+
+/// Whether the connection may go on: its session lives (logging out ends it) and its access
+/// token has not expired. A token is checked once, when the connection opens; the connection
+/// must not outlive it, so a client reconnects with a refreshed token. `Some(end)` when not.
+pub(super) fn still_authorized(
+    state: &AppState,
+    authed: &Authed,
+) -> crate::error::Result<Option<End>> {
+    if authed
+        .expires_at_secs
+        .is_some_and(|exp| now_ms() >= exp.saturating_mul(1000))
+    {
+        return Ok(Some(End::Unauthorized(TOKEN_EXPIRED)));
+    }
+    Ok(match state.sessions.get(&authed.session_id)? {
+        Some(_) => None,
+        None => Some(End::Unauthorized("the session ended")),
+    })
+}
+
+/// When the connection's access token expires, as a timer deadline.
+fn expiry_deadline(authed: &Authed) -> Option<Instant> {
+    let exp_ms = authed.expires_at_secs?.saturating_mul(1000);
+    Some(Instant::now() + Duration::from_millis(exp_ms.saturating_sub(now_ms())))
 }
 
 /// The writer: sends what is queued (WebSocket pings first) until told to stop (or the

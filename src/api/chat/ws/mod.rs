@@ -6,7 +6,9 @@
 //!   clients that cannot set headers (browsers), the first client frame
 //!   `{"type": "auth", "token": "<access token>"}` within 10 seconds. A missing, malformed,
 //!   unknown or revoked token closes the connection with code 4001, and so does the end of the
-//!   session (logout) while connected.
+//!   session (logout) while connected, or the expiry of the access token it authenticated with
+//!   (checked at every step and heartbeat, and timed): a connection never outlives its token,
+//!   the client refreshes it and resumes with its cursor.
 //! - **Cursor**: every stream frame carries a `cursor` (a sync token: `/sync` accepts it as
 //!   `since` too). A connection without `?cursor=` starts now: its first frame is `ready` with
 //!   the current cursor. `?cursor=<last cursor seen>` resumes: the frames of everything after it

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::super::error::ChatResult;
-use super::connection::End;
+use super::connection::{End, still_authorized};
 use super::frame;
 use super::render::render;
 use crate::api::extract::AppState;
@@ -52,9 +52,9 @@ impl Producer {
     async fn stream(&mut self, mut cursor: u64) -> ChatResult<End> {
         let user = self.authed.user_id.clone();
         loop {
-            // Logging out ends the stream too.
-            if self.state.sessions.get(&self.authed.session_id)?.is_none() {
-                return Ok(End::Unauthorized("the session ended"));
+            // Logging out, or the token expiring, ends the stream too.
+            if let Some(end) = still_authorized(&self.state, &self.authed)? {
+                return Ok(end);
             }
             let step = self.state.chat_stream_step(&user, cursor).await?;
             let mut batch = Batch {
@@ -77,6 +77,17 @@ impl Producer {
                 if let Err(end) = self.push(&mut batch, event).await? {
                     return Ok(end);
                 }
+            }
+            // The notifications beyond the step's first page, page by page.
+            let mut notifications = step.notifications.clone();
+            while let Some(current) = notifications {
+                let (events, rest) = self.state.chat_stream_notifications(&user, &current)?;
+                for event in &events {
+                    if let Err(end) = self.push(&mut batch, event).await? {
+                        return Ok(end);
+                    }
+                }
+                notifications = rest;
             }
             if let Some((kind, data)) = batch.pending.take()
                 && let Err(end) = self.send(frame(kind, &token(step.next), data)).await

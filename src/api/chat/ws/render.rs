@@ -13,7 +13,7 @@
 //! | `friend.request` | FriendRequest `{user, chat_id, direction, sent_at}` |
 //! | `friend.accepted` | Friend-like `{user, chat_id, since}` |
 //! | `friend.removed` | `{user_id, chat_id, reason: "declined"\|"cancelled"\|"removed"}` |
-//! | `group.updated` | `{group_id, change, by, user_id?, membership?, previous_membership?, group}` |
+//! | `group.updated` | `{group_id, change, by, user_id?, membership?, previous_membership?, member?, group}` |
 //! | `call.invite` | `{call_id, chat_id, event_id, from, party_id, sent_at, call, kind, sdp_offer, lifetime_ms}` |
 //! | `call.answer` | `{call_id, chat_id, event_id, from, party_id, sent_at, call, sdp_answer}` |
 //! | `call.candidates` | `{call_id, chat_id, event_id, from, party_id, sent_at, call, candidates}` |
@@ -23,15 +23,28 @@
 //! `call` is the call log's Call object as it stands when the frame is made (null when there
 //! is no record of it). `reactions` is the message's reaction summary after the change (as in
 //! Message). A removed
-//! reaction is named by its ID only: its key was redacted with it. `group` is the Group object
-//! after the change, or null when the user is no longer in the group.
+//! reaction is named by its ID only: its key was redacted with it.
+//!
+//! `group` is a summary of the group after the change, `{id, name, topic, picture_url,
+//! member_count, my_role, my_membership}`, or null when the user is no longer in the group;
+//! `member` (`{user, role}`) is the member a member change is about. A frame never lists every
+//! member: every member gets one per change, so a full list would cost the square of the
+//! group's size (`GET /groups/{id}` has the list).
+//!
+//! Call signalling comes from any Matrix client, so its content is checked, not copied: an
+//! event without a string `call_id` is left out; `party_id` and `sdp_answer` are strings or
+//! null, `lifetime_ms` a non-negative integer or null, `sdp_offer` a string (empty when
+//! missing); `candidates` keeps the entries that are objects with a string `candidate` (with
+//! `sdpMid` a string or null and `sdpMLineIndex` a non-negative integer or null), and an
+//! `m.call.candidates` event with none is left out.
 
-use ruma::UserId;
+use ruma::events::StateEventType;
+use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::super::error::{ChatError, ChatResult};
-use super::super::group_model::group_json;
-use super::super::model::{message, user_summary};
+use super::super::group_model::{GroupState, group_membership};
+use super::super::model::{media_url, message, user_summary};
 use crate::api::extract::AppState;
 use crate::service::chat::calls::CallKind;
 use crate::service::chat::stream::{CallSignal, ChatEvent, GroupChange};
@@ -151,12 +164,23 @@ pub(super) fn render(
                     "member"
                 }
             });
-            data["group"] = match group_json(state, room, viewer) {
-                Ok(group) => group,
-                // No longer (or not yet) in the group: the change is all there is to show.
-                Err(ChatError { code, .. }) if code == "not_found" => Value::Null,
-                Err(e) => return Err(e),
+            let (group, member) = match group_state(state, room)? {
+                Some(group) => {
+                    let member = match change {
+                        GroupChange::Member { user, .. } => Some(json!({
+                            "user": user_summary(state, user)?,
+                            "role": role(&group, user)?,
+                        })),
+                        _ => None,
+                    };
+                    (group_summary(state, &group, viewer)?, member)
+                }
+                None => (Value::Null, None),
             };
+            if let Some(member) = member {
+                data["member"] = member;
+            }
+            data["group"] = group;
             Some(("group.updated", data))
         }
         ChatEvent::Call {
@@ -167,12 +191,16 @@ pub(super) fn render(
             content,
             at,
         } => {
+            // A call is known by its ID: signalling without one is of no use.
+            let Some(call_id) = content["call_id"].as_str() else {
+                return Ok(None);
+            };
             let mut data = json!({
-                "call_id": content["call_id"],
+                "call_id": call_id,
                 "chat_id": room,
                 "event_id": event,
                 "from": sender,
-                "party_id": content["party_id"],
+                "party_id": content["party_id"].as_str(),
                 "sent_at": at,
             });
             let kind = match signal {
@@ -180,15 +208,19 @@ pub(super) fn render(
                     let sdp = content["offer"]["sdp"].as_str().unwrap_or("");
                     data["kind"] = json!(CallKind::of_sdp(sdp));
                     data["sdp_offer"] = json!(sdp);
-                    data["lifetime_ms"] = content["lifetime"].clone();
+                    data["lifetime_ms"] = json!(content["lifetime"].as_u64());
                     "call.invite"
                 }
                 CallSignal::Answer => {
-                    data["sdp_answer"] = content["answer"]["sdp"].clone();
+                    data["sdp_answer"] = json!(content["answer"]["sdp"].as_str());
                     "call.answer"
                 }
                 CallSignal::Candidates => {
-                    data["candidates"] = content["candidates"].clone();
+                    let candidates = candidates(&content["candidates"]);
+                    if candidates.is_empty() {
+                        return Ok(None);
+                    }
+                    data["candidates"] = Value::Array(candidates);
                     "call.candidates"
                 }
                 CallSignal::Hangup | CallSignal::Reject => {
@@ -201,15 +233,75 @@ pub(super) fn render(
             };
             // The call log's record as it stands now (written in order with the events, before
             // the stream reads them).
-            let record = match content["call_id"].as_str() {
-                Some(call_id) => state.chat.calls.get(call_id, room.as_str())?,
-                None => None,
-            };
+            let record = state.chat.calls.get(call_id, room.as_str())?;
             data["call"] = serde_json::to_value(record.map(|r| r.view(viewer, now_ms())))?;
             Some((kind, data))
         }
         ChatEvent::Notification(view) => Some(("notification", serde_json::to_value(view)?)),
     })
+}
+
+/// The well-formed ICE candidates of an `m.call.candidates` content's `candidates`: objects
+/// with a string `candidate`, their `sdpMid` a string or null and `sdpMLineIndex` a
+/// non-negative integer or null (other fields are kept as sent).
+fn candidates(raw: &Value) -> Vec<Value> {
+    let Some(raw) = raw.as_array() else {
+        return Vec::new();
+    };
+    raw.iter()
+        .filter(|c| c["candidate"].is_string())
+        .filter_map(|c| {
+            let mut c = c.as_object()?.clone();
+            let mid = c.get("sdpMid").and_then(Value::as_str).map(str::to_owned);
+            let index = c.get("sdpMLineIndex").and_then(Value::as_u64);
+            c.insert("sdpMid".to_owned(), json!(mid));
+            c.insert("sdpMLineIndex".to_owned(), json!(index));
+            Some(Value::Object(c))
+        })
+        .collect()
+}
+
+/// The group's current state, or `None` when the room is unknown.
+fn group_state(state: &AppState, room: &RoomId) -> ChatResult<Option<GroupState>> {
+    match GroupState::load(state, room) {
+        Ok(group) => Ok(Some(group)),
+        Err(ChatError { code, .. }) if code == "not_found" => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn role(group: &GroupState, user: &UserId) -> ChatResult<&'static str> {
+    Ok(if group.is_admin(user)? {
+        "admin"
+    } else {
+        "member"
+    })
+}
+
+/// `{id, name, topic, picture_url, member_count, my_role, my_membership}` of a group as
+/// `viewer` sees it, or null when they are not (or no longer) in it. `member_count` counts the
+/// joined and invited members, as the Group's `members` list does.
+fn group_summary(state: &AppState, group: &GroupState, viewer: &UserId) -> ChatResult<Value> {
+    let Some(my_membership) = group_membership(state, viewer, &group.room_id)? else {
+        return Ok(Value::Null);
+    };
+    let text = |kind: StateEventType, field: &str| -> ChatResult<Option<String>> {
+        Ok(group
+            .content(state, kind)?
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned))
+    };
+    Ok(json!({
+        "id": group.room_id,
+        "name": text(StateEventType::RoomName, "name")?.unwrap_or_default(),
+        "topic": text(StateEventType::RoomTopic, "topic")?,
+        "picture_url": text(StateEventType::RoomAvatar, "url")?.and_then(|u| media_url(&u)),
+        "member_count": group.members(state)?.len(),
+        "my_role": role(group, viewer)?,
+        "my_membership": my_membership.as_str(),
+    }))
 }
 
 /// `{user_id, presence, online, last_seen_at, status_message}` from a Matrix presence content.
@@ -225,4 +317,28 @@ fn presence(user: &UserId, content: &Value) -> Value {
         "last_seen_at": last_seen_at,
         "status_message": content["status_msg"],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_keep_only_well_formed_entries() {
+        assert!(candidates(&json!("not a list")).is_empty());
+        assert!(candidates(&Value::Null).is_empty());
+        let kept = candidates(&json!([
+            { "candidate": "a", "sdpMid": "0", "sdpMLineIndex": 1, "usernameFragment": "u" },
+            { "candidate": "b", "sdpMid": 5, "sdpMLineIndex": -1 },
+            { "candidate": 3 },
+            "junk",
+        ]));
+        assert_eq!(
+            kept,
+            vec![
+                json!({ "candidate": "a", "sdpMid": "0", "sdpMLineIndex": 1, "usernameFragment": "u" }),
+                json!({ "candidate": "b", "sdpMid": null, "sdpMLineIndex": null }),
+            ]
+        );
+    }
 }

@@ -15,7 +15,7 @@ mod classify;
 mod connections;
 mod events;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use ruma::events::StateEventType;
@@ -36,6 +36,8 @@ pub use events::{CallSignal, ChatEvent, EndReason, GroupChange};
 const TIMELINE_PAGE: usize = 100;
 /// Timeline entries one gap page looks at.
 const GAP_PAGE: usize = 200;
+/// Notification feed entries one step (or one [`NotificationGap`] page) reads at most.
+const NOTIFICATION_PAGE: usize = 100;
 /// The device the stream syncs as. It is no real device, so the stream never takes (and
 /// acknowledges) the to-device messages of the connection's own device, which a Matrix client
 /// logged in with the same session may still be waiting for.
@@ -64,6 +66,17 @@ pub struct Gap {
     pub before: u64,
 }
 
+/// Chat events with the stream positions they are told at.
+type Positioned = Vec<(u64, ChatEvent)>;
+
+/// Entries of the user's notification feed a step did not carry: those at positions in
+/// `(after, upto]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationGap {
+    pub after: u64,
+    pub upto: u64,
+}
+
 /// What one step of the stream found after its cursor.
 #[derive(Debug, Default)]
 pub struct Step {
@@ -72,9 +85,12 @@ pub struct Step {
     /// Older events of rooms that changed more than one step carries; each is to be read (with
     /// [`Services::chat_stream_gap`]) and sent before `events`.
     pub gaps: Vec<Gap>,
-    /// The rest, in stream order: timeline events, invites and notifications by their
-    /// positions, then typing, receipts and friends' presence.
+    /// The rest, in stream order: timeline events, invites and (the first page of)
+    /// notifications by their positions, then typing, receipts and friends' presence.
     pub events: Vec<ChatEvent>,
+    /// Notifications beyond the first page (a client resuming from an old cursor), to be read
+    /// with [`Services::chat_stream_notifications`] and sent after `events`.
+    pub notifications: Option<NotificationGap>,
 }
 
 impl Services {
@@ -100,10 +116,16 @@ impl Services {
                 ignored: Default::default(),
             })
             .await?;
-        let next = response["next_batch"]
+        let synced = response["next_batch"]
             .as_str()
             .and_then(|t| parse_token(t).ok())
             .ok_or_else(|| Error::internal("sync answered without next_batch"))?;
+        // The feed is written by the push evaluator after the events. When it is behind (it is
+        // waited for a while only), the step ends where the feed is complete, and the next step
+        // reads on from there: nothing after that is taken from this step, so nothing is
+        // skipped (its typing, receipts and presence may be told again).
+        self.push.wait_evaluated(synced).await;
+        let next = self.push.evaluated_through(synced).max(since);
         let mut classifier = Classifier::new(self, user);
         let mut step = Step {
             next,
@@ -134,6 +156,9 @@ impl Services {
                         continue;
                     };
                     first.get_or_insert(meta.stream_pos);
+                    if meta.stream_pos > next {
+                        continue;
+                    }
                     if let Some(event) = classifier.classify(&pdu, &meta)? {
                         if let ChatEvent::FriendRemoved { room, .. } = &event {
                             ended.insert(room.clone());
@@ -147,7 +172,7 @@ impl Services {
                     step.gaps.push(Gap {
                         room: room_id.clone(),
                         after: since,
-                        before: first,
+                        before: first.min(next.saturating_add(1)),
                     });
                 }
                 for event in body["ephemeral"]["events"].as_array().into_iter().flatten() {
@@ -167,13 +192,23 @@ impl Services {
                 let Some(meta) = self.rooms.event_meta(pdu.event_id())? else {
                     continue;
                 };
-                if let Some(event) = classifier.classify(&pdu, &meta)? {
+                if meta.stream_pos <= next
+                    && let Some(event) = classifier.classify(&pdu, &meta)?
+                {
                     positioned.push((meta.stream_pos, event));
                 }
             }
         }
         positioned.extend(self.forgotten_direct_chats(user, since, next, &ended)?);
-        positioned.extend(self.new_notifications(user, since, next).await?);
+        let (notifications, rest) = self.notification_page(
+            user,
+            &NotificationGap {
+                after: since,
+                upto: next,
+            },
+        )?;
+        positioned.extend(notifications);
+        step.notifications = rest;
         positioned.sort_by_key(|(position, _)| *position);
         step.events = positioned.into_iter().map(|(_, event)| event).collect();
         step.events.extend(ephemeral);
@@ -188,8 +223,12 @@ impl Services {
             else {
                 continue;
             };
-            // Only friends' presence is news to a chat client.
-            if sender != user && matches!(self.friendship(user, &sender)?, Friendship::Friends(_)) {
+            // Only friends' presence is news to a chat client; a block either way hides it (a
+            // blocked user must not learn when the blocker is online).
+            if sender != user
+                && matches!(self.friendship(user, &sender)?, Friendship::Friends(_))
+                && !self.blocked_between(user, &sender)?
+            {
                 step.events.push(ChatEvent::Presence {
                     user: sender,
                     content: event["content"].clone(),
@@ -243,24 +282,35 @@ impl Services {
         Ok((events, rest))
     }
 
-    /// The entries of the user's notification feed made by the events in `(since, upto]`, at
-    /// those events' positions. The feed is written by the push evaluator after the events, so
-    /// this waits for it to reach `upto` first. (A call that expires unanswered with no event
-    /// after it becomes a missed call in the feed when it is read, never here.)
-    async fn new_notifications(
+    /// One page of a [`NotificationGap`]: its oldest entries of the user's notification feed,
+    /// and what is left of it (`None` when it is done).
+    pub fn chat_stream_notifications(
         &self,
         user: &UserId,
-        since: u64,
-        upto: u64,
-    ) -> Result<Vec<(u64, ChatEvent)>> {
-        self.push.wait_evaluated(upto).await;
+        gap: &NotificationGap,
+    ) -> Result<(Vec<ChatEvent>, Option<NotificationGap>)> {
+        let (events, rest) = self.notification_page(user, gap)?;
+        Ok((events.into_iter().map(|(_, event)| event).collect(), rest))
+    }
+
+    /// The oldest entries (about [`NOTIFICATION_PAGE`]) of the user's notification feed in the
+    /// gap, at the positions of the events that made them, and what is left of the gap. The
+    /// caller makes sure the push evaluator got to `gap.upto` (see [`Self::chat_stream_step`]).
+    /// A missed call that expires unanswered with no event after it becomes one when the feed
+    /// is read, never here.
+    fn notification_page(
+        &self,
+        user: &UserId,
+        gap: &NotificationGap,
+    ) -> Result<(Positioned, Option<NotificationGap>)> {
         let mut ids = Vec::new();
-        let start = position_key(user, since.saturating_add(1));
+        let start = position_key(user, gap.after.saturating_add(1));
         let prefix_len = start.len() - 8;
         for item in self
             .push
             .notifications
-            .range(&start, &position_key(user, upto.saturating_add(1)))
+            .range(&start, &position_key(user, gap.upto.saturating_add(1)))
+            .take(NOTIFICATION_PAGE)
         {
             let (key, _) = item?;
             if let Some(position) = keys::read_u64_be(&key[prefix_len..]) {
@@ -270,23 +320,51 @@ impl Services {
                 });
             }
         }
-        for item in self.chat.notifications.before(user, upto.saturating_add(1)) {
+        // With a full page of push entries, later chat entries belong to a later page.
+        let chat_upto = match ids.last() {
+            Some(last) if ids.len() == NOTIFICATION_PAGE => last.position,
+            _ => gap.upto,
+        };
+        // The chat records are read newest first: the oldest page of them is kept.
+        let mut chat = VecDeque::with_capacity(NOTIFICATION_PAGE);
+        for item in self
+            .chat
+            .notifications
+            .before(user, chat_upto.saturating_add(1))
+        {
             let (position, _) = item?;
-            if position <= since {
+            if position <= gap.after {
                 break;
             }
-            ids.push(NotificationId {
-                source: Source::Chat,
-                position,
-            });
+            if chat.len() == NOTIFICATION_PAGE {
+                chat.pop_front();
+            }
+            chat.push_back(position);
         }
+        ids.extend(chat.into_iter().map(|position| NotificationId {
+            source: Source::Chat,
+            position,
+        }));
+        ids.sort_by_key(|id| id.position);
+        // Every entry up to the page's last position is read (both sources hold all of theirs
+        // up to it): the page ends there, never between two entries at one position.
+        let rest = if ids.len() >= NOTIFICATION_PAGE {
+            let last = ids[NOTIFICATION_PAGE - 1].position;
+            ids.retain(|id| id.position <= last);
+            (last < gap.upto).then_some(NotificationGap {
+                after: last,
+                upto: gap.upto,
+            })
+        } else {
+            None
+        };
         let mut out = Vec::new();
         for id in ids {
             if let Some(view) = self.chat_notification(user, id)? {
                 out.push((id.position, ChatEvent::Notification(view)));
             }
         }
-        Ok(out)
+        Ok((out, rest))
     }
 
     /// The direct chats `user` left and forgot in `(since, upto]` (ending a friendship forgets
