@@ -623,7 +623,17 @@ mod tests {
         ));
         drop(tree);
         closed.await.unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        // sled's own flusher thread lets go of the file lock shortly after the last handle (the
+        // supervisor retries for the same reason): a bounded wait for it.
+        let mut reopened = Store::open(dir.path());
+        for _ in 0..100 {
+            if !matches!(reopened, Err(StorageError::Locked { .. })) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            reopened = Store::open(dir.path());
+        }
+        let store = reopened.unwrap();
         assert!(!store.has_failed());
         let tree = store.tree("t").unwrap();
         assert_eq!(tree.get(b"k").unwrap().unwrap().as_ref(), b"v");

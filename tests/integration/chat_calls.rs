@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::chat_common::{ChatUser, call, code, enc, get, post, signup};
+use crate::chat_common::{ChatUser, befriend, call, code, enc, get, post, signup};
 use crate::common::TestServer;
 
 /// A voice offer, as a browser makes it (shortened).
@@ -24,27 +24,6 @@ const VIDEO_SDP: &str = "v=0\r\no=- 4611731400430051337 2 IN IP4 127.0.0.1\r\ns=
     a=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
     a=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
     a=mid:1\r\na=rtpmap:96 VP8/90000\r\n";
-
-/// Makes `a` and `b` friends; returns their direct chat.
-async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
-    let (status, body) = post(
-        server,
-        "/friends/add",
-        &a.token,
-        json!({"user_id": b.user_id}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        server,
-        "/friends/accept",
-        &b.token,
-        json!({"user_id": a.user_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["chat_id"].as_str().expect("chat_id").to_owned()
-}
 
 /// The device ID of a token (the `party_id` of the calls it makes).
 async fn device_of(server: &TestServer, user: &ChatUser) -> String {

@@ -103,3 +103,24 @@ pub async fn signup(server: &TestServer, username: &str) -> ChatUser {
 pub fn enc(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
+
+/// Makes `a` and `b` friends through the Chat API (a asks, b accepts); returns their direct chat.
+pub async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
+    let (status, body) = post(
+        server,
+        "/friends/add",
+        &a.token,
+        json!({ "user_id": b.user_id }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post(
+        server,
+        "/friends/accept",
+        &b.token,
+        json!({ "user_id": a.user_id }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["chat_id"].as_str().expect("chat_id").to_owned()
+}

@@ -10,7 +10,7 @@ use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use crate::chat_common::{ChatUser, call, code, delete, enc, get, post, put, signup};
+use crate::chat_common::{ChatUser, befriend, call, code, delete, enc, get, post, put, signup};
 use crate::common::TestServer;
 
 const BOUNDARY: &str = "roost-test-boundary-7MA4YWxkTrZu0gW";
@@ -103,27 +103,6 @@ async fn upload_ok(server: &TestServer, user: &ChatUser, parts: &[Part<'_>]) -> 
     let (status, body) = upload(server, user, parts).await;
     assert_eq!(status, 201, "{body}");
     body
-}
-
-/// Makes `a` and `b` friends; returns their direct chat.
-async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
-    let (status, body) = post(
-        server,
-        "/friends/add",
-        &a.token,
-        json!({"user_id": b.user_id}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        server,
-        "/friends/accept",
-        &b.token,
-        json!({"user_id": a.user_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["chat_id"].as_str().expect("chat_id").to_owned()
 }
 
 /// The member entry of `user` in a Group object.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::chat_common::{ChatUser, call, code, delete, enc, get, post, put, signup};
+use crate::chat_common::{ChatUser, befriend, call, code, delete, enc, get, post, put, signup};
 use crate::common::TestServer;
 
 /// A PNG of `width` × `height`.
@@ -70,21 +70,6 @@ async fn add(server: &TestServer, from: &ChatUser, to: &str) -> (u16, Value) {
         json!({ "user_id": to }),
     )
     .await
-}
-
-/// Makes `a` and `b` friends; returns their chat ID.
-async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
-    let (status, body) = add(server, a, &b.user_id).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        server,
-        "/friends/accept",
-        &b.token,
-        json!({ "user_id": a.username }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["chat_id"].as_str().expect("chat_id").to_owned()
 }
 
 async fn send(server: &TestServer, from: &ChatUser, body: Value) -> (u16, Value) {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::chat_common::{ChatUser, call, code, enc, get, post, signup};
+use crate::chat_common::{ChatUser, befriend, call, code, enc, get, post, signup};
 use crate::common::TestServer;
 
 /// The user's feed (first page of `query`).
@@ -43,19 +43,6 @@ async fn add_friend(server: &TestServer, from: &ChatUser, to: &ChatUser) -> Stri
     .await;
     assert_eq!(status, 201, "{body}");
     body["chat_id"].as_str().expect("chat_id").to_owned()
-}
-
-async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
-    let dm = add_friend(server, a, b).await;
-    let (status, body) = post(
-        server,
-        "/friends/accept",
-        &b.token,
-        json!({"user_id": a.user_id}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    dm
 }
 
 async fn send(server: &TestServer, from: &ChatUser, body: Value) -> String {

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::chat_common::{ChatUser, call, enc, get, post, put, signup};
+use crate::chat_common::{ChatUser, befriend, call, enc, get, post, put, signup};
 use crate::common::{TestServer, User, send_text};
 
 /// How long a test waits for one frame.
@@ -136,27 +136,6 @@ fn matrix(user: &ChatUser) -> User {
         token: user.token.clone(),
         id: user.user_id.clone(),
     }
-}
-
-/// Makes `a` and `b` friends through the Chat API; returns their direct chat.
-async fn befriend(server: &TestServer, a: &ChatUser, b: &ChatUser) -> String {
-    let (status, body) = post(
-        server,
-        "/friends/add",
-        &a.token,
-        json!({ "user_id": b.user_id }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        server,
-        "/friends/accept",
-        &b.token,
-        json!({ "user_id": a.user_id }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["chat_id"].as_str().expect("chat_id").to_owned()
 }
 
 async fn send_message(server: &TestServer, from: &ChatUser, to: &str, text: &str) -> String {
