@@ -4,10 +4,10 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use totp_rs::{Algorithm, Builder, Secret};
 
 use crate::chat_common::{ChatUser, call, code, delete, enc, get, post, put, signup};
 use crate::common::{PASSWORD, SmtpServer, TestServer, link, link_param};
+use crate::totp::code_at;
 
 /// A request without a token.
 async fn anonymous(server: &TestServer, method: Method, path: &str, body: Value) -> (u16, Value) {
@@ -42,21 +42,6 @@ fn assert_tokens(body: &Value, user_id: &str) {
 /// Signs up with the given fields (no e-mail verification); returns (status, body).
 async fn try_signup(server: &TestServer, body: Value) -> (u16, Value) {
     anonymous(server, Method::POST, "/signup", body).await
-}
-
-fn code_at(secret: &str, offset_secs: i64) -> String {
-    let totp = Builder::new()
-        .with_algorithm(Algorithm::SHA1)
-        .with_digits(6)
-        .with_step_duration(30)
-        .with_secret(Secret::try_from_base32(secret).unwrap())
-        .build()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    totp.generate((now + offset_secs) as u64).to_string()
 }
 
 /// The code of a password-reset e-mail (the line `Code: ...`).

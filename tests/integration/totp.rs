@@ -7,7 +7,8 @@ use crate::common::{PASSWORD, TestServer, errcode, token};
 
 const TOTP: &str = "/_matrix/client/unstable/org.roost.mfa/totp";
 
-fn code_at(secret: &str, offset_secs: i64) -> String {
+/// The TOTP code of `secret` at now + `offset_secs`.
+pub(crate) fn code_at(secret: &str, offset_secs: i64) -> String {
     let totp = Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(6)
