@@ -36,6 +36,15 @@ impl Profiles {
         }
     }
 
+    /// The display name and avatar a user's member events carry.
+    pub fn member_content(&self, user_id: &UserId) -> Result<Map<String, Value>> {
+        let profile = self.get(user_id)?;
+        Ok(["displayname", "avatar_url"]
+            .into_iter()
+            .filter_map(|field| Some((field.to_owned(), profile.get(field)?.clone())))
+            .collect())
+    }
+
     /// Validates one field's value.
     pub fn validate(field: &str, value: &Value) -> Result<()> {
         if field.is_empty() || field.len() > MAX_FIELD_NAME_LEN {

@@ -48,14 +48,7 @@ const RESERVED_INITIAL_STATE: &[&str] = &["m.room.create", "m.room.member", "m.r
 
 /// The display name and avatar a user's member events carry.
 pub(crate) fn member_profile(state: &AppState, user_id: &UserId) -> Result<Map<String, Value>> {
-    let profile = state.profiles.get(user_id)?;
-    let mut out = Map::new();
-    for field in ["displayname", "avatar_url"] {
-        if let Some(v) = profile.get(field) {
-            out.insert(field.into(), v.clone());
-        }
-    }
-    Ok(out)
+    state.profiles.member_content(user_id)
 }
 
 pub async fn create_room(

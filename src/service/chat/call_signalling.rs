@@ -77,13 +77,6 @@ fn party_id(device_id: &str) -> &str {
 }
 
 impl Services {
-    /// Waits until the ordered consumer of events has recorded everything appended so far.
-    async fn call_log_caught_up(&self) {
-        self.push
-            .wait_evaluated(self.store.sequencer().upto())
-            .await;
-    }
-
     /// A call the user takes part in (its caller or a callee, still joined to its chat).
     pub fn call_of(&self, user: &UserId, call_id: &str) -> Result<Option<CallRecord>> {
         for record in self.chat.calls.with_id(call_id)? {
@@ -120,7 +113,7 @@ impl Services {
         room_id: &RoomId,
         sent: &EventId,
     ) -> CallResult<CallView> {
-        self.call_log_caught_up().await;
+        self.chat_caught_up().await;
         let behind = || Error::internal("a call event just sent is not stored");
         let pdu = self.rooms.pdu(sent)?.ok_or_else(behind)?;
         let position = self.rooms.event_meta(sent)?.ok_or_else(behind)?.stream_pos;
@@ -188,7 +181,7 @@ impl Services {
         call_id: &str,
         sdp_answer: &str,
     ) -> CallResult<CallView> {
-        self.call_log_caught_up().await;
+        self.chat_caught_up().await;
         let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
         if record.caller == user {
             return Err(CallRefused::OwnCall.into());
@@ -225,7 +218,7 @@ impl Services {
         call_id: &str,
         candidates: Vec<Value>,
     ) -> CallResult<()> {
-        self.call_log_caught_up().await;
+        self.chat_caught_up().await;
         let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
         if record.is_over_for(user, now_ms()) {
             return Err(CallRefused::Ended.into());
@@ -256,7 +249,7 @@ impl Services {
         call_id: &str,
         reason: Option<&str>,
     ) -> CallResult<CallView> {
-        self.call_log_caught_up().await;
+        self.chat_caught_up().await;
         let record = self.call_of(user, call_id)?.ok_or(CallRefused::NotFound)?;
         let now = now_ms();
         if record.ended_at.is_some() || record.has_declined(user) {
@@ -317,7 +310,7 @@ impl Services {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<CallView>, Option<u64>)> {
-        self.call_log_caught_up().await;
+        self.chat_caught_up().await;
         let now = now_ms();
         let ignored = self.account_data.ignored_users(user)?;
         let mut calls = Vec::new();

@@ -135,7 +135,8 @@ struct FeedReader<'a> {
     receipts: HashMap<OwnedRoomId, ReadUpTo>,
 }
 
-fn timestamp(pdu: &crate::core::Pdu) -> u64 {
+/// An event's `origin_server_ts`, in ms.
+pub(crate) fn timestamp(pdu: &crate::core::Pdu) -> u64 {
     pdu.origin_server_ts().get().into()
 }
 
@@ -421,8 +422,9 @@ impl Services {
         }
     }
 
-    /// Waits until the push evaluator (and the Chat API's step in it) has reached the present.
-    async fn feed_caught_up(&self) {
+    /// Waits until the push evaluator (and the Chat API's step in it) has reached the present:
+    /// the notification feed and the call log are then complete.
+    pub(crate) async fn chat_caught_up(&self) {
         self.push
             .wait_evaluated(self.store.sequencer().upto())
             .await;
@@ -437,7 +439,7 @@ impl Services {
         limit: usize,
         unread_only: bool,
     ) -> Result<NotificationPage> {
-        self.feed_caught_up().await;
+        self.chat_caught_up().await;
         let now = now_ms();
         let mut reader = FeedReader::new(self, user)?;
         let mut notifications = Vec::new();
@@ -557,7 +559,7 @@ impl Services {
         user: &UserId,
         ids: &[NotificationId],
     ) -> Result<()> {
-        self.feed_caught_up().await;
+        self.chat_caught_up().await;
         let now = now_ms();
         let mut reader = FeedReader::new(self, user)?;
         let mut receipts = Vec::new();
@@ -582,7 +584,7 @@ impl Services {
     /// `POST /notifications/read` with `all`: everything in the feed now is read; the newest
     /// unread message of each chat gets a private read receipt.
     pub async fn mark_all_chat_notifications_read(&self, user: &UserId) -> Result<()> {
-        self.feed_caught_up().await;
+        self.chat_caught_up().await;
         let now = now_ms();
         let position = self.store.sequencer().upto();
         let mut reader = FeedReader::new(self, user)?;

@@ -253,7 +253,7 @@ impl Services {
             .rooms
             .create_room(CreateRoom {
                 creator: user.to_owned(),
-                creator_profile: self.member_profile(user)?,
+                creator_profile: self.profiles.member_content(user)?,
                 room_version: room_version::DEFAULT,
                 // Both members are administrators of their chat, as Matrix clients make DMs.
                 preset: Preset::TrustedPrivateChat,
@@ -384,7 +384,7 @@ impl Services {
 
     /// Joins `user` to the direct chat and lists it in their `m.direct`.
     async fn join_direct(&self, user: &UserId, peer: &UserId, room: &RoomId) -> Result<()> {
-        let join = member_event(user, "join", self.member_profile(user)?);
+        let join = member_event(user, "join", self.profiles.member_content(user)?);
         self.rooms.append(room, user, join, None).await?;
         self.mark_direct(user, peer, room).await;
         Ok(())
@@ -432,15 +432,6 @@ impl Services {
         if let Err(error) = marked {
             tracing::warn!(user = %user, room = %room, %error, "could not list a direct chat in m.direct");
         }
-    }
-
-    /// The display name and avatar a user's member events carry.
-    fn member_profile(&self, user: &UserId) -> Result<Map<String, Value>> {
-        let profile = self.profiles.get(user)?;
-        Ok(["displayname", "avatar_url"]
-            .into_iter()
-            .filter_map(|field| Some((field.to_owned(), profile.get(field)?.clone())))
-            .collect())
     }
 
     /// When `user`'s membership in `room` last changed (ms since the epoch): the time of their

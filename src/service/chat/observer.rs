@@ -20,6 +20,7 @@ use ruma::events::{StateEventType, TimelineEventType};
 use serde_json::Value;
 
 use super::calls::{Applied, CallEvent, CallKind, CallRecord, MAX_CALLEES, MAX_LIFETIME_MS};
+use super::feed::timestamp;
 use super::notifications::{NotificationType, StoredNotification};
 use crate::core::Pdu;
 use crate::core::StateMap;
@@ -41,10 +42,6 @@ fn call_id(content: &Value) -> Option<&str> {
 /// The `membership` of a member event's content.
 fn membership(content: &Value) -> Option<&str> {
     content.get("membership").and_then(Value::as_str)
-}
-
-fn timestamp(pdu: &Pdu) -> u64 {
-    pdu.origin_server_ts().get().into()
 }
 
 /// Applies an `m.call.answer`, `m.call.reject` or `m.call.hangup` (with its parsed `content`)
