@@ -94,6 +94,10 @@ pub struct Config {
     pub search: SearchConfig,
     pub user_directory: UserDirectoryConfig,
     pub turn: TurnConfig,
+    pub federation: FederationConfig,
+    /// Notary servers asked for other servers' signing keys when those cannot be fetched from the
+    /// servers themselves (`POST /_matrix/key/v2/query`). Empty: only ask servers directly.
+    pub trusted_key_servers: Vec<String>,
 }
 
 impl Default for Config {
@@ -123,6 +127,8 @@ impl Default for Config {
             search: SearchConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             turn: TurnConfig::default(),
+            federation: FederationConfig::default(),
+            trusted_key_servers: Vec::new(),
         }
     }
 }
@@ -386,6 +392,40 @@ impl Default for TurnConfig {
 /// week).
 const TURN_TTL_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
 
+/// The Server-Server API: a TLS listener for other homeservers, and outgoing requests to them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Whether this server talks to other homeservers at all.
+    pub enabled: bool,
+    /// Where the federation listener (HTTPS) binds.
+    pub listen: String,
+    /// The listener's certificate chain (PEM): valid for `server_name`, or for the host named by
+    /// `well_known.server` when delegating.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Certificates (PEM) trusted for outgoing requests beside the system's roots, such as a
+    /// private CA.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Whether destinations may resolve to loopback, private, link-local or other non-public
+    /// addresses. Off, a server name can never point federation requests at internal services.
+    pub allow_private_addresses: bool,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "0.0.0.0:8448".into(),
+            tls_cert: None,
+            tls_key: None,
+            extra_ca_file: None,
+            allow_private_addresses: false,
+        }
+    }
+}
+
 /// Memory the store may use for caches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -630,6 +670,7 @@ impl Config {
         self.validate_media()?;
         self.validate_push()?;
         self.validate_turn()?;
+        self.validate_federation()?;
         if !(1..=MAX_USER_DIRECTORY_LIMIT).contains(&self.user_directory.max_limit) {
             return Err(key_error(
                 "user_directory.max_limit",
@@ -661,6 +702,35 @@ impl Config {
                 return Err(key_error(
                     format!("push.{name}"),
                     format!("must be between 1 and {max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let federation = &self.federation;
+        federation.listen.parse::<SocketAddr>().map_err(|_| {
+            key_error(
+                "federation.listen",
+                format!("`{}` is not an address:port", federation.listen),
+            )
+        })?;
+        if federation.enabled {
+            for (key, path) in [
+                ("federation.tls_cert", &federation.tls_cert),
+                ("federation.tls_key", &federation.tls_key),
+            ] {
+                if path.is_none() {
+                    return Err(key_error(key, "is needed when federation.enabled is true"));
+                }
+            }
+        }
+        for server in &self.trusted_key_servers {
+            if ruma::ServerName::parse(server).is_err() {
+                return Err(key_error(
+                    "trusted_key_servers",
+                    format!("`{server}` is not a valid server name"),
                 ));
             }
         }

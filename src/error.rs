@@ -98,6 +98,20 @@ pub enum Error {
     /// A second identical reaction from the same user: 400 `M_DUPLICATE_ANNOTATION`.
     #[error("{0}")]
     DuplicateAnnotation(String),
+    /// Another homeserver could not be reached, or failed (federation).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Another homeserver refused a request: its status and Matrix error, relayed.
+    #[error("{server}: {message}")]
+    Remote {
+        server: String,
+        status: u16,
+        errcode: String,
+        message: String,
+    },
+    /// The `m.room.server_acl` of the room bans the requesting server (federation).
+    #[error("{0}")]
+    ServerAcl(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -146,6 +160,18 @@ impl Error {
             DuplicateAnnotation(_) => (StatusCode::BAD_REQUEST, "M_DUPLICATE_ANNOTATION"),
             InvalidSignature(_) => (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE"),
             WrongRoomKeysVersion { .. } => (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION"),
+            Unreachable(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            // Refusals are relayed (a remote 403 stays a 403); a remote failure is a bad gateway.
+            Remote {
+                status, errcode, ..
+            } => match *status {
+                400 => (StatusCode::BAD_REQUEST, remote_code(errcode)),
+                401 | 403 => (StatusCode::FORBIDDEN, remote_code(errcode)),
+                404 => (StatusCode::NOT_FOUND, remote_code(errcode)),
+                429 => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+                _ => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+            },
+            ServerAcl(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
@@ -209,6 +235,30 @@ impl IntoResponse for Error {
         }
         response
     }
+}
+
+/// The error code of a remote refusal, as one of ours: the common codes pass through, anything
+/// else becomes `M_UNKNOWN` (the status still tells what happened).
+fn remote_code(errcode: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "M_FORBIDDEN",
+        "M_NOT_FOUND",
+        "M_UNRECOGNIZED",
+        "M_BAD_JSON",
+        "M_NOT_JSON",
+        "M_INVALID_PARAM",
+        "M_MISSING_PARAM",
+        "M_TOO_LARGE",
+        "M_UNSUPPORTED_ROOM_VERSION",
+        "M_INCOMPATIBLE_ROOM_VERSION",
+        "M_LIMIT_EXCEEDED",
+        "M_UNAUTHORIZED",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == errcode)
+        .copied()
+        .unwrap_or("M_UNKNOWN")
 }
 
 impl From<TxOutcome<Error>> for Error {

@@ -152,14 +152,14 @@ fn write_string(s: &str, out: &mut String) {
 
 // --- PDUs -------------------------------------------------------------------------------------
 
-/// Arbitrary bytes as a PDU in each room version we speak (10, 11, 12): event ID, content hash,
+/// Arbitrary bytes as a PDU in each room version we speak (1 to 12): event ID, content hash,
 /// signature check, redaction, parsing, the stored form and the auth rules must never panic, and:
 ///
 /// - redaction is idempotent and keeps the event ID (the reference hash covers the redacted
-///   form);
+///   form; versions 1 and 2 keep the `event_id` field);
 /// - signatures that verify still verify once the event is redacted;
-/// - an event that parses has the reference hash as its ID, survives the storage round trip, and
-///   stays parseable once redacted.
+/// - an event that parses is named as its version names events, survives the storage round
+///   trip, and stays parseable once redacted.
 pub fn pdu(data: &[u8]) {
     let Ok(object) = serde_json::from_slice::<CanonicalJsonObject>(data) else {
         return;
@@ -186,13 +186,13 @@ pub fn public_keys() -> PublicKeyMap {
 }
 
 fn pdu_in_version(version: &RoomVersionId, object: &CanonicalJsonObject, keys: &PublicKeyMap) {
-    let event_id = pdu::reference_event_id(version, object);
+    let event_id = pdu::event_id(version, object);
     let _ = ruma::signatures::content_hash(object);
     let verified = pdu::verify_event(version, object, keys);
     let Ok(redacted) = pdu::redact(version, object.clone()) else {
         assert!(
-            event_id.is_err(),
-            "an event that cannot be redacted has an event ID"
+            pdu::reference_event_id(version, object).is_err(),
+            "an event that cannot be redacted has a reference hash"
         );
         return;
     };
@@ -201,7 +201,7 @@ fn pdu_in_version(version: &RoomVersionId, object: &CanonicalJsonObject, keys: &
         Some(&redacted),
         "redaction is not idempotent"
     );
-    let redacted_id = pdu::reference_event_id(version, &redacted);
+    let redacted_id = pdu::event_id(version, &redacted);
     assert_eq!(
         event_id.as_ref().ok(),
         redacted_id.as_ref().ok(),
@@ -229,7 +229,7 @@ fn pdu_in_version(version: &RoomVersionId, object: &CanonicalJsonObject, keys: &
     assert_eq!(
         Some(parsed.event_id()),
         event_id.as_deref().ok(),
-        "the parsed event is not named by its reference hash"
+        "the parsed event is not named by its event ID"
     );
     let stored = match serde_json::to_vec(&parsed) {
         Ok(stored) => stored,

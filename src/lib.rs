@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod service;
 pub mod storage;
 mod supervisor;
+pub mod tls;
 pub mod util;
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum StartError {
     Storage(#[from] storage::StorageError),
     #[error("{0}")]
     Service(#[from] error::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -38,6 +41,7 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    federation_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     supervisor: Arc<supervisor::Supervisor>,
@@ -55,6 +59,7 @@ fn open_services(config: Config) -> Result<Arc<Services>, StartError> {
     services.spawn_push_evaluator();
     services.spawn_search_indexer();
     services.spawn_push_sender();
+    services.spawn_federation_sender();
     Ok(services)
 }
 
@@ -74,6 +79,11 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
         })?;
         listeners.push((listener, local));
     }
+    let federation = if config.federation.enabled {
+        Some(bind_federation(&config.federation).await?)
+    } else {
+        None
+    };
     // Links in e-mails point at the address really bound (port 0 picks one).
     if config.public_baseurl.is_none()
         && let Some((_, first)) = listeners.first()
@@ -102,8 +112,20 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
         }));
         tracing::info!(address = %local, "listening");
     }
+    let mut federation_addr = None;
+    if let Some((listener, local, tls_config)) = federation {
+        federation_addr = Some(local);
+        tasks.push(tokio::spawn(tls::serve(
+            listener,
+            tls_config,
+            app.clone(),
+            stop.subscribe(),
+        )));
+        tracing::info!(address = %local, "federation listening (TLS)");
+    }
     Ok(Server {
         addrs,
+        federation_addr,
         stop,
         tasks,
         supervisor,
@@ -111,10 +133,39 @@ pub async fn start(mut config: Config) -> Result<Server, StartError> {
     })
 }
 
+/// The federation listener: its TLS configuration (checked before anything else starts) and its
+/// bound socket.
+async fn bind_federation(
+    federation: &config::FederationConfig,
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        SocketAddr,
+        Arc<rustls::ServerConfig>,
+    ),
+    StartError,
+> {
+    let tls = tls::server_config(federation)?;
+    let bind_error = |source| StartError::Bind {
+        addr: federation.listen.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&federation.listen)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local, tls))
+}
+
 impl Server {
     /// The bound addresses (with the real ports when port 0 was asked for).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The address the federation listener (TLS) is bound to, when federation is enabled.
+    pub fn federation_addr(&self) -> Option<SocketAddr> {
+        self.federation_addr
     }
 
     /// `http://` + the first bound address.

@@ -40,6 +40,19 @@ enum Command {
     /// Content reports sent by users (works while the server is stopped).
     #[command(subcommand)]
     Reports(ReportsCommand),
+    /// Federation administration (works while the server is stopped).
+    #[command(subcommand)]
+    Federation(FederationCommand),
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// List the servers we send to: queued PDUs and EDUs, failures, backoff, last success.
+    Destinations {
+        /// One JSON object per line instead of tab-separated text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Media(cmd) => media_command(config, cmd).await,
         Command::Search(cmd) => search_command(config, cmd),
         Command::Reports(cmd) => reports_command(config, cmd),
+        Command::Federation(cmd) => federation_command(config, cmd),
     }
 }
 
@@ -395,6 +409,24 @@ fn reports_command(config: Config, cmd: ReportsCommand) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     println!("{}", report.line());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the federation sender's queue only: listing destinations starts no other part of the
+/// server.
+fn federation_command(config: Config, cmd: FederationCommand) -> anyhow::Result<()> {
+    let store = Store::open_with_cache(&config.data_dir, config.storage.cache_mb << 20)?;
+    match cmd {
+        FederationCommand::Destinations { json } => {
+            for destination in roost::service::federation::sender::destinations_in(&store)? {
+                if json {
+                    println!("{}", serde_json::to_string(&destination)?);
+                } else {
+                    println!("{}", destination.line());
                 }
             }
         }

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod client;
 pub mod extract;
+pub mod federation;
 pub mod media;
 
 use axum::Router;
@@ -291,6 +292,10 @@ fn routes() -> Routes {
                 .delete(backup::delete_session),
         )
         .route(&v3("/search"), post(search::search))
+        .route(
+            &v3("/user/{user}/openid/request_token"),
+            post(openid::request_token),
+        )
         .route(&v3("/user/{user}/filter"), post(filter::create))
         .route(&v3("/user/{user}/filter/{filter}"), get(filter::get))
         .route(&v3("/createRoom"), post(rooms::create_room))
@@ -399,10 +404,15 @@ fn routes() -> Routes {
         )
         .route(&mfa("/totp/confirm"), post(mfa::confirm))
         .media_routes()
+        .federation_routes()
         .chat_routes()
 }
 
 impl Routes {
+    fn federation_routes(self) -> Self {
+        federation::routes(self)
+    }
+
     fn chat_routes(self) -> Self {
         chat::routes(self)
     }

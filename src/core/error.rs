@@ -7,7 +7,7 @@ use crate::core::pdu::MAX_PDU_BYTES;
 /// Why a protocol operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// We do not implement this room version (we speak 10, 11 and 12).
+    /// We do not implement this room version (we speak the stable versions 1 to 12).
     #[error("room version {0} is not supported")]
     UnsupportedRoomVersion(RoomVersionId),
 

@@ -6,7 +6,8 @@
 //! - [`pdu`]: the stored event type, building (hash, sign, event ID), parsing and redaction.
 //! - [`auth`]: auth event selection and the authorisation rules, over `ruma-state-res`.
 //! - [`state`]: auth chains and state resolution v2, over `ruma-state-res`.
-//! - [`room_version`]: which room versions we speak and their rules.
+//! - [`state_v1`]: state resolution v1 (room version 1), which ruma does not implement.
+//! - [`room_version`]: which room versions we speak (1 to 12) and create (10 to 12).
 //! - [`keys`]: checks on uploaded end-to-end encryption keys (owner, device, signatures).
 //! - [`relation`]: event relationships (`m.relates_to`) and the rules for aggregating them.
 
@@ -18,6 +19,7 @@ pub mod pdu;
 pub mod relation;
 pub mod room_version;
 pub mod state;
+pub mod state_v1;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -1,19 +1,36 @@
-//! Stored events (PDUs): parsing, building (content hash, signature, event ID) and redaction.
+//! Stored events (PDUs): parsing every room version's event format, event IDs and redaction.
+//! Building and signing events of ours is in [`build`] (re-exported here).
 //!
 //! A [`Pdu`] keeps the full canonical JSON object it came from, so nothing is lost when the event
 //! is relayed over federation, next to the parsed fields the auth rules and services need.
+//!
+//! The formats differ in how events are named and referenced:
+//!
+//! - room versions 1 and 2: the event carries its ID (`$opaque:server`) in an `event_id` field,
+//!   and `prev_events`/`auth_events` are `[event_id, {"sha256": reference hash}]` pairs;
+//! - room version 3: the ID is `$` + the reference hash in standard unpadded base64, and events
+//!   are referenced by ID alone;
+//! - room version 4 on: the same with URL-safe unpadded base64.
+//!
+//! [`Pdu::prev_events`] and [`Pdu::auth_events`] are event IDs in every version.
+
+mod build;
+
+pub use build::{
+    EventTemplate, build_event, build_event_referencing, build_from_template, hash_and_sign,
+};
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, ServerName, UInt, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
     events::{StateEventType, TimelineEventType},
-    room_version_rules::{RoomIdFormatVersion, RoomVersionRules},
-    signatures::{Ed25519KeyPair, JsonError, PublicKeyMap, Verified},
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
+    signatures::{JsonError, PublicKeyMap, Verified},
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::core::{Error, room_version};
+use crate::core::{Error, MAX_ID_BYTES, room_version};
 
 /// The largest event allowed, in bytes of canonical JSON with signatures (client-server API,
 /// "Size limits").
@@ -48,17 +65,23 @@ pub struct Pdu {
 }
 
 impl Pdu {
-    /// Parses the canonical JSON object of an event whose ID is already known (we built it, or
-    /// it was computed with [`reference_event_id`]).
+    /// Parses the canonical JSON object of an event whose ID is already known (we built it, it
+    /// was computed with [`event_id`], or the event was stored).
     ///
-    /// Checks that every required field is present and well-typed; does not check hashes,
-    /// signatures or authorisation.
+    /// Checks that every required field is present and well-typed in the room version's format
+    /// (in versions 1 and 2, that the `event_id` field names the same ID); does not check the
+    /// size, hashes, signatures or authorisation.
     pub fn from_canonical(
         room_version: RoomVersionId,
         event_id: OwnedEventId,
         json: CanonicalJsonObject,
     ) -> Result<Self, Error> {
         let rules = room_version::rules(&room_version)?;
+        if rules.event_id_format == EventIdFormatVersion::V1
+            && required_str(&json, "event_id")? != event_id.as_str()
+        {
+            return Err(invalid("event_id", "does not match the event's ID"));
+        }
         let kind = TimelineEventType::from(required_str(&json, "type")?);
         let state_key = optional_str(&json, "state_key")?.map(str::to_owned);
         let room_id = parse_room_id(&json, &kind, state_key.as_deref(), &event_id)?;
@@ -67,8 +90,8 @@ impl Pdu {
             sender: parse_id("sender", required_str(&json, "sender")?)?,
             origin_server_ts: MilliSecondsSinceUnixEpoch(required_uint(&json, "origin_server_ts")?),
             content: raw_content(&json)?,
-            prev_events: event_id_list(&json, "prev_events")?,
-            auth_events: event_id_list(&json, "auth_events")?,
+            prev_events: event_references(&json, "prev_events", &rules)?,
+            auth_events: event_references(&json, "auth_events", &rules)?,
             depth: required_uint(&json, "depth")?,
             room_version,
             event_id,
@@ -81,13 +104,25 @@ impl Pdu {
         })
     }
 
-    /// Parses an event received over federation: its ID is its reference hash.
+    /// Parses an event received over federation (or from a peer's answer): checks the room
+    /// version's event format and the size limit, names the event as its version does
+    /// ([`event_id`]) and parses it.
     pub fn from_federation(
         room_version: RoomVersionId,
         json: CanonicalJsonObject,
     ) -> Result<Self, Error> {
-        let event_id = reference_event_id(&room_version, &json)?;
+        let rules = room_version::rules(&room_version)?;
+        check_format(&rules, &json)?;
+        let event_id = event_id_with(&rules, &json)?;
         Self::from_canonical(room_version, event_id, json)
+    }
+
+    /// The event's reference hash (unpadded base64, standard alphabet up to room version 3,
+    /// URL-safe after): what room versions 1 and 2 put next to an event's ID where another event
+    /// references it.
+    pub fn reference_hash(&self) -> Result<String, Error> {
+        let rules = room_version::rules(&self.room_version)?;
+        ruma::signatures::reference_hash(&self.json, &rules).map_err(|e| json_error(e, &self.json))
     }
 
     /// The same event, marked as rejected (or not) by the checks on receipt.
@@ -108,7 +143,7 @@ impl Pdu {
         &self.room_version
     }
 
-    /// The event ID (the reference hash, `$`-prefixed).
+    /// The event ID: `$opaque:server` in room versions 1 and 2, `$` + the reference hash after.
     pub fn event_id(&self) -> &EventId {
         &self.event_id
     }
@@ -150,12 +185,14 @@ impl Pdu {
         Some((StateEventType::from(self.kind.to_string()), state_key))
     }
 
-    /// The events this one follows in the room DAG.
+    /// The IDs of the events this one follows in the room DAG (without the reference hashes of
+    /// room versions 1 and 2).
     pub fn prev_events(&self) -> &[OwnedEventId] {
         &self.prev_events
     }
 
-    /// The events that authorise this one.
+    /// The IDs of the events that authorise this one (without the reference hashes of room
+    /// versions 1 and 2).
     pub fn auth_events(&self) -> &[OwnedEventId] {
         &self.auth_events
     }
@@ -198,6 +235,14 @@ impl std::fmt::Debug for Pdu {
             .field("depth", &self.depth)
             .field("rejected", &self.rejected)
             .finish_non_exhaustive()
+    }
+}
+
+/// Lets lookups hand out `Pdu`, `&Pdu` or `Arc<Pdu>` alike where a PDU's own fields (the depth
+/// of state resolution v1, the reference hash of v1/v2 references) are needed.
+impl AsRef<Pdu> for Pdu {
+    fn as_ref(&self) -> &Pdu {
+        self
     }
 }
 
@@ -290,72 +335,44 @@ impl<'de> Deserialize<'de> for Pdu {
     }
 }
 
-/// What the caller decides about a new event; [`build_event`] adds hashes, signature and ID.
-#[derive(Clone, Debug)]
-pub struct EventTemplate {
-    /// The room. `None` only for a room version 12 `m.room.create` event, whose hash names the
-    /// room; required otherwise (`!opaque:server` up to version 11, `!hash` from 12).
-    pub room_id: Option<OwnedRoomId>,
-    /// The sender, a user of the signing server.
-    pub sender: OwnedUserId,
-    /// The event type.
-    pub kind: TimelineEventType,
-    /// The state key, for state events.
-    pub state_key: Option<String>,
-    /// The content; must be a JSON object representable as canonical JSON (no floats).
-    pub content: serde_json::Value,
-    /// The forward extremities this event follows (at most [`MAX_PREV_EVENTS`]).
-    pub prev_events: Vec<OwnedEventId>,
-    /// The auth events, see [`crate::core::auth::select_auth_events`] (at most
-    /// [`MAX_AUTH_EVENTS`]).
-    pub auth_events: Vec<OwnedEventId>,
-    /// One more than the largest depth of the `prev_events`.
-    pub depth: UInt,
-    /// The creation time.
-    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
-    /// For `m.room.redaction`: the event redacted. Placed where the room version wants it.
-    pub redacts: Option<OwnedEventId>,
-}
-
-/// Builds a new event of ours: checks the template, adds the content hash and our signature,
-/// enforces the size limit and computes the event ID (and, for a room version 12 create event,
-/// the room ID).
-pub fn build_event(
+/// The event ID of an event object, as its room version names events: the `event_id` field in
+/// versions 1 and 2 (which must be `$opaque:server`), `$` + the reference hash after.
+pub fn event_id(
     room_version: &RoomVersionId,
-    template: EventTemplate,
-    server_name: &ServerName,
-    key: &Ed25519KeyPair,
-) -> Result<Pdu, Error> {
-    let rules = room_version::rules(room_version)?;
-    check_template(&rules, &template, server_name)?;
-    let mut object = template_object(&rules, template)?;
-    hash_and_sign_with(&rules, server_name, key, &mut object)?;
-    check_size(&object)?;
-    let event_id = reference_event_id_with(&rules, &object)?;
-    Pdu::from_canonical(room_version.clone(), event_id, object)
+    object: &CanonicalJsonObject,
+) -> Result<OwnedEventId, Error> {
+    event_id_with(&room_version::rules(room_version)?, object)
 }
 
-/// Adds the content hash (`hashes.sha256`) and our signature to an event object, in place.
-pub fn hash_and_sign(
-    room_version: &RoomVersionId,
-    server_name: &ServerName,
-    key: &Ed25519KeyPair,
-    object: &mut CanonicalJsonObject,
-) -> Result<(), Error> {
-    hash_and_sign_with(
-        &room_version::rules(room_version)?,
-        server_name,
-        key,
-        object,
-    )
-}
-
-/// The event ID of an event object: `$` + its reference hash (URL-safe unpadded base64).
+/// The event ID of an event object of room version 3 or later: `$` + its reference hash
+/// (standard unpadded base64 in version 3, URL-safe after). Versions 1 and 2 do not name events
+/// by their hash: an error there (see [`event_id`]).
 pub fn reference_event_id(
     room_version: &RoomVersionId,
     object: &CanonicalJsonObject,
 ) -> Result<OwnedEventId, Error> {
     reference_event_id_with(&room_version::rules(room_version)?, object)
+}
+
+/// Checks an event object against the event format of its room version and the size limit
+/// (checks on receipt of a PDU, and on what we sign): required fields and their types, lengths of
+/// IDs, `type` and `state_key`, the number of `prev_events` and `auth_events`, a non-negative
+/// `depth`, no create event among the `auth_events` from version 12 on.
+pub fn check_format(rules: &RoomVersionRules, object: &CanonicalJsonObject) -> Result<(), Error> {
+    let size = canonical_size(object)?;
+    if size > MAX_PDU_BYTES {
+        return Err(Error::TooLarge { size });
+    }
+    // ruma counts 65,535 bytes as the limit where the specification allows 65,536: an event of
+    // exactly the limit is checked without its signatures, which the format checks do not read.
+    let result = if size == MAX_PDU_BYTES {
+        let mut unsigned = object.clone();
+        unsigned.remove("signatures");
+        ruma::state_res::check_pdu_format(&unsigned, &rules.event_format)
+    } else {
+        ruma::state_res::check_pdu_format(object, &rules.event_format)
+    };
+    result.map_err(|reason| invalid("pdu", reason))
 }
 
 /// Checks the signatures and the content hash of an event received over federation, with the
@@ -402,28 +419,30 @@ pub fn canonical_size(object: &CanonicalJsonObject) -> Result<usize, Error> {
         .map_err(|e| Error::CanonicalJson(e.to_string()))
 }
 
-fn check_size(object: &CanonicalJsonObject) -> Result<(), Error> {
-    let size = canonical_size(object)?;
-    if size > MAX_PDU_BYTES {
-        return Err(Error::TooLarge { size });
-    }
-    Ok(())
-}
-
-fn hash_and_sign_with(
+fn event_id_with(
     rules: &RoomVersionRules,
-    server_name: &ServerName,
-    key: &Ed25519KeyPair,
-    object: &mut CanonicalJsonObject,
-) -> Result<(), Error> {
-    ruma::signatures::hash_and_sign_event(server_name.as_str(), key, object, &rules.redaction)
-        .map_err(|e| json_error(e, object))
+    object: &CanonicalJsonObject,
+) -> Result<OwnedEventId, Error> {
+    if rules.event_id_format != EventIdFormatVersion::V1 {
+        return reference_event_id_with(rules, object);
+    }
+    let event_id: OwnedEventId = parse_id("event_id", required_str(object, "event_id")?)?;
+    if event_id.server_name().is_none() {
+        return Err(invalid("event_id", "not of the form $opaque:server"));
+    }
+    Ok(event_id)
 }
 
 fn reference_event_id_with(
     rules: &RoomVersionRules,
     object: &CanonicalJsonObject,
 ) -> Result<OwnedEventId, Error> {
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        return Err(invalid(
+            "event_id",
+            "this room version does not name events by their reference hash",
+        ));
+    }
     let hash =
         ruma::signatures::reference_hash(object, rules).map_err(|e| json_error(e, object))?;
     EventId::new_v2_or_v3(&hash).map_err(|e| invalid("event_id", e))
@@ -443,87 +462,6 @@ fn json_error(error: JsonError, object: &CanonicalJsonObject) -> Error {
 /// Whether this is the room's `m.room.create` event.
 fn is_create(kind: &TimelineEventType, state_key: Option<&str>) -> bool {
     *kind == TimelineEventType::RoomCreate && state_key == Some("")
-}
-
-fn check_template(
-    rules: &RoomVersionRules,
-    template: &EventTemplate,
-    server_name: &ServerName,
-) -> Result<(), Error> {
-    if template.sender.server_name() != server_name {
-        return Err(invalid("sender", "not a user of the signing server"));
-    }
-    check_template_room_id(rules, template)?;
-    if template.prev_events.len() > MAX_PREV_EVENTS {
-        return Err(invalid("prev_events", "too many"));
-    }
-    if template.auth_events.len() > MAX_AUTH_EVENTS {
-        return Err(invalid("auth_events", "too many"));
-    }
-    if template.redacts.is_some() && template.kind != TimelineEventType::RoomRedaction {
-        return Err(invalid("redacts", "only m.room.redaction events redact"));
-    }
-    Ok(())
-}
-
-/// The room ID must be absent exactly for a version 12 create event, and have the version's
-/// format otherwise.
-fn check_template_room_id(rules: &RoomVersionRules, template: &EventTemplate) -> Result<(), Error> {
-    let hashed_ids = rules.room_id_format == RoomIdFormatVersion::V2;
-    let derived = hashed_ids && is_create(&template.kind, template.state_key.as_deref());
-    match &template.room_id {
-        None if derived => Ok(()),
-        None => Err(Error::MissingField("room_id")),
-        Some(_) if derived => Err(invalid(
-            "room_id",
-            "this room version derives the room ID from the create event",
-        )),
-        Some(room_id) if room_id.server_name().is_some() == hashed_ids => {
-            Err(invalid("room_id", "format does not match the room version"))
-        }
-        Some(_) => Ok(()),
-    }
-}
-
-/// The unsigned event object: exactly the fields of the federation event format.
-fn template_object(
-    rules: &RoomVersionRules,
-    template: EventTemplate,
-) -> Result<CanonicalJsonObject, Error> {
-    let mut content = match CanonicalJsonValue::try_from(template.content)? {
-        CanonicalJsonValue::Object(content) => content,
-        _ => return Err(invalid("content", "not a JSON object")),
-    };
-    let mut object = CanonicalJsonObject::new();
-    if let Some(redacts) = template.redacts {
-        let target = if rules.redaction.content_field_redacts {
-            &mut content
-        } else {
-            &mut object
-        };
-        target.insert("redacts".into(), redacts.to_string().into());
-    }
-    if let Some(room_id) = template.room_id {
-        object.insert("room_id".into(), room_id.to_string().into());
-    }
-    if let Some(state_key) = template.state_key {
-        object.insert("state_key".into(), state_key.into());
-    }
-    object.insert("sender".into(), template.sender.to_string().into());
-    object.insert("type".into(), template.kind.to_string().into());
-    object.insert("content".into(), content.into());
-    object.insert("prev_events".into(), id_array(template.prev_events));
-    object.insert("auth_events".into(), id_array(template.auth_events));
-    object.insert("depth".into(), template.depth.into());
-    object.insert(
-        "origin_server_ts".into(),
-        template.origin_server_ts.get().into(),
-    );
-    Ok(object)
-}
-
-fn id_array(ids: Vec<OwnedEventId>) -> CanonicalJsonValue {
-    CanonicalJsonValue::Array(ids.into_iter().map(|id| id.to_string().into()).collect())
 }
 
 fn invalid(field: &'static str, reason: impl ToString) -> Error {
@@ -556,31 +494,64 @@ fn required_uint(json: &CanonicalJsonObject, field: &'static str) -> Result<UInt
     UInt::try_from(i64::from(int)).map_err(|_| invalid(field, "negative"))
 }
 
+/// Parses an identifier, within the length limit whatever ruma's features say (see
+/// [`MAX_ID_BYTES`]).
 fn parse_id<T>(field: &'static str, value: &str) -> Result<T, Error>
 where
     T: for<'a> TryFrom<&'a str, Error = ruma::IdParseError>,
 {
+    if value.len() > MAX_ID_BYTES {
+        return Err(invalid(field, format!("longer than {MAX_ID_BYTES} bytes")));
+    }
     T::try_from(value).map_err(|e| invalid(field, e))
 }
 
-fn event_id_list(
+/// The event IDs of `prev_events` or `auth_events`, in the room version's format: plain IDs, or
+/// in versions 1 and 2 `[event_id, {"sha256": hash}]` pairs (the hash is not checked: nothing
+/// defines what to do when it is wrong, and the referenced event is verified on its own).
+fn event_references(
     json: &CanonicalJsonObject,
     field: &'static str,
+    rules: &RoomVersionRules,
 ) -> Result<Vec<OwnedEventId>, Error> {
     let items = json
         .get(field)
         .ok_or(Error::MissingField(field))?
         .as_array()
         .ok_or_else(|| invalid(field, "not an array"))?;
+    let paired = rules.events_reference_format == EventsReferenceFormatVersion::V1;
     items
         .iter()
         .map(|item| {
-            let id = item
-                .as_str()
-                .ok_or_else(|| invalid(field, "not a string"))?;
+            let id = if paired {
+                paired_reference(field, item)?
+            } else {
+                item.as_str()
+                    .ok_or_else(|| invalid(field, "not a string"))?
+            };
             parse_id(field, id)
         })
         .collect()
+}
+
+/// The event ID of a `[event_id, {"sha256": hash}]` reference.
+fn paired_reference<'a>(
+    field: &'static str,
+    item: &'a CanonicalJsonValue,
+) -> Result<&'a str, Error> {
+    let not_a_pair = || invalid(field, "not an [event_id, hashes] pair");
+    let pair = item.as_array().ok_or_else(not_a_pair)?;
+    let [id, hashes] = pair else {
+        return Err(not_a_pair());
+    };
+    let has_sha256 = hashes
+        .as_object()
+        .and_then(|hashes| hashes.get("sha256"))
+        .is_some_and(|hash| hash.as_str().is_some());
+    if !has_sha256 {
+        return Err(invalid(field, "reference without a sha256 hash"));
+    }
+    id.as_str().ok_or_else(not_a_pair)
 }
 
 /// The `room_id` field, or for a create event without one (room version 12), the room ID its
@@ -631,3 +602,6 @@ fn raw_content(json: &CanonicalJsonObject) -> Result<Box<RawValue>, Error> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod version_tests;

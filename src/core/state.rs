@@ -1,17 +1,19 @@
-//! State resolution (version 2, and its 2.1 variant of room version 12).
+//! State resolution: version 2 (room versions 2 to 11), its 2.1 variant (room version 12), and
+//! version 1 (room version 1, in [`crate::core::state_v1`]).
 //!
-//! `ruma-state-res` implements the algorithm; this module computes what it needs from a pure
-//! lookup of events: the full auth chain of each state set and, for room version 12, the
-//! conflicted state subgraph.
+//! `ruma-state-res` implements version 2; this module computes what it needs from a pure lookup
+//! of events: the full auth chain of each state set and, for room version 12, the conflicted
+//! state subgraph. ruma has no version 1, hence our own.
 
 use std::collections::{HashMap, HashSet};
 
 use ruma::{
     EventId, OwnedEventId, RoomVersionId,
+    room_version_rules::StateResolutionVersion,
     state_res::{self, Event, StateMap as RumaStateMap, utils::event_id_set::EventIdSet},
 };
 
-use crate::core::{Error, StateMap, room_version};
+use crate::core::{Error, Pdu, StateMap, room_version, state_v1};
 
 /// Resolves the states of the forks of a room (one state map per forward extremity, each the
 /// state after that event) into one.
@@ -23,16 +25,19 @@ pub fn resolve<E>(
     fetch: impl Fn(&EventId) -> Option<E>,
 ) -> Result<StateMap, Error>
 where
-    E: Event<Id = OwnedEventId> + Clone,
+    E: Event<Id = OwnedEventId> + Clone + AsRef<Pdu>,
 {
     let rules = room_version::rules(room_version)?;
-    let v2_rules = rules
-        .state_res
-        .v2_rules()
-        .ok_or_else(|| Error::UnsupportedRoomVersion(room_version.clone()))?;
     if let [single] = state_sets {
         return Ok(single.clone());
     }
+    let v2_rules = match &rules.state_res {
+        StateResolutionVersion::V1 => {
+            return state_v1::resolve(&rules.authorization, state_sets, fetch);
+        }
+        StateResolutionVersion::V2(v2_rules) => v2_rules,
+        _ => return Err(Error::UnsupportedRoomVersion(room_version.clone())),
+    };
     let auth_chains = state_sets
         .iter()
         .map(|set| auth_chain(set.values().map(|id| &**id), &fetch).map(to_event_id_set))

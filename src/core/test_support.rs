@@ -7,12 +7,16 @@ use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
     RoomVersionId, UInt, UserId,
     events::TimelineEventType,
+    room_version_rules::RoomIdFormatVersion,
     serde::{Base64, base64::Standard},
     signatures::Ed25519KeyPair,
 };
 use serde_json::{Value, json};
 
-use crate::core::{Error, EventTemplate, Pdu, StateMap, auth, pdu::build_event};
+use crate::core::{
+    Error, EventTemplate, Pdu, StateMap, auth,
+    pdu::{build_event, build_event_referencing},
+};
 
 /// The signing key seed of the spec's test vectors (appendices, "Cryptographic Test Vectors").
 pub const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
@@ -68,14 +72,11 @@ impl TestRoom {
     pub fn new(version: RoomVersionId, creator: &UserId) -> Self {
         let server: OwnedServerName = SERVER.try_into().unwrap();
         let key = spec_key();
-        let room_id = match version {
-            RoomVersionId::V10 | RoomVersionId::V11 => {
-                Some(OwnedRoomId::try_from(format!("!opaque:{SERVER}")).unwrap())
-            }
-            _ => None,
-        };
+        let rules = version.rules().unwrap();
+        let room_id = (rules.room_id_format == RoomIdFormatVersion::V1)
+            .then(|| OwnedRoomId::try_from(format!("!opaque:{SERVER}")).unwrap());
         let mut content = json!({ "room_version": version.as_str() });
-        if version == RoomVersionId::V10 {
+        if !rules.authorization.use_room_create_sender {
             content["creator"] = json!(creator);
         }
         let create = build_event(
@@ -223,8 +224,11 @@ impl TestRoom {
         Ok(template)
     }
 
-    /// Hashes and signs a template with the test server's key.
+    /// Hashes and signs a template with the test server's key (referencing the room's events
+    /// with their reference hashes in room versions 1 and 2).
     pub fn sign(&self, template: EventTemplate) -> Result<Pdu, Error> {
-        build_event(&self.version, template, &self.server, &self.key)
+        build_event_referencing(&self.version, template, &self.server, &self.key, |id| {
+            self.pdus.get(id)
+        })
     }
 }

@@ -118,6 +118,7 @@ impl Services {
         // Their keys go too, and the user's contacts learn that the device list changed.
         if self.keys.remove_devices(user_id, &targets).await? {
             self.announce_key_change(user_id)?;
+            self.federate_devices_deleted(user_id, &targets).await;
         }
         // A logged-out device gets no more pushes.
         for pusher in self.pushers(user_id)? {

@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod chat;
 pub mod devices;
+pub mod federation;
 pub mod filters;
 pub mod keys;
 pub mod lifecycle;
@@ -11,6 +12,7 @@ pub mod mail;
 pub mod media;
 pub mod mfa;
 pub mod notifier;
+pub mod openid;
 pub mod password;
 pub mod presence;
 pub mod profile;
@@ -85,6 +87,8 @@ pub struct Services {
     pub reports: reports::Reports,
     /// What only the Chat API needs: friends, the call log, its notification feed.
     pub chat: chat::Chat,
+    /// Talking with other homeservers.
+    pub federation: federation::Federation,
 }
 
 impl Services {
@@ -110,6 +114,12 @@ impl Services {
             presence: presence::Presence::new(&store, notifier.clone(), &config.presence)?,
             to_device: to_device::ToDevice::new(&store, notifier.clone(), server_name.clone())?,
             media: media::Media::new(&store, config.clone(), server_name.clone())?,
+            federation: federation::Federation::new(
+                &config,
+                &store,
+                server_name.clone(),
+                signing_key.clone(),
+            )?,
             rooms: rooms::Rooms::new(
                 &store,
                 server_name,

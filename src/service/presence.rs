@@ -19,9 +19,11 @@
 //! `set_presence=unavailable` makes the user unavailable even if another device is active (the
 //! next activity of that device makes them online again).
 
+mod remote;
+
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
@@ -143,6 +145,10 @@ struct Live {
     timer: bool,
 }
 
+/// Told of every visible change of a user's presence: the federation sender sends our users'
+/// changes to the servers that share a room with them.
+pub type PresenceListener = Box<dyn Fn(&UserId) + Send + Sync>;
+
 /// The presence of every user; see the module documentation.
 pub struct Presence {
     inner: Arc<Inner>,
@@ -164,6 +170,7 @@ struct Inner {
     user_rooms: Tree,
     room_users: Tree,
     live: Mutex<HashMap<OwnedUserId, Live>>,
+    listener: OnceLock<PresenceListener>,
 }
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
@@ -185,8 +192,14 @@ impl Presence {
                 store: store.clone(),
                 notifier,
                 live: Mutex::new(HashMap::new()),
+                listener: OnceLock::new(),
             }),
         })
+    }
+
+    /// Sets the listener told of every visible change (once; later calls change nothing).
+    pub fn listen(&self, listener: PresenceListener) {
+        let _ = self.inner.listener.set(listener);
     }
 
     /// Whether presence is enabled (`presence.enabled`).
@@ -458,6 +471,9 @@ impl Inner {
             audience.iter().map(|u| u.as_ref()),
             self.store.sequencer().upto(),
         );
+        if let Some(listener) = self.listener.get() {
+            listener(user);
+        }
         Ok(())
     }
 

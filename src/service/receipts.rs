@@ -453,7 +453,8 @@ impl Services {
         };
         let reader = self.receipt_reader(room_id, user)?;
         let receipt = self.new_receipt(&reader, room_id, kind, event_id, thread)?;
-        let written = self.receipts.write(&[receipt])?;
+        let written = self.receipts.write(std::slice::from_ref(&receipt))?;
+        self.federate_receipts(std::slice::from_ref(&receipt), &written);
         self.announce_receipts(&written).await
     }
 
@@ -481,6 +482,7 @@ impl Services {
             }
         }
         let written = self.receipts.write(&receipts)?;
+        self.federate_receipts(&receipts, &written);
         if let Some((pdu, meta)) = fully_read
             && self.fully_read_position(user, room_id)? < Some(meta.stream_pos)
         {

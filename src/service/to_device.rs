@@ -10,8 +10,9 @@
 //! a later sync the token that followed them: everything in the inbox at or before a sync's
 //! `since` is deleted then. A sync with an older token gets the messages again.
 //!
-//! Only local recipients are served for now; messages to users of other servers are dropped
-//! until federation can carry them.
+//! Messages to users of other servers are not stored here: `send` hands them back, grouped by
+//! server, for the federation sender to carry (`m.direct_to_device`); a retransmission hands
+//! back nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub const MAX_CONTENT_BYTES: usize = 65_536;
 
 /// The messages of one request: recipient → device ID or [`ALL_DEVICES`] → content.
 pub type Messages = BTreeMap<OwnedUserId, BTreeMap<String, Value>>;
+
+/// The messages of a request to users of other servers, by server.
+pub type RemoteMessages = BTreeMap<OwnedServerName, Messages>;
 
 /// What a sync delivers to a device.
 #[derive(Debug, Default)]
@@ -153,8 +157,9 @@ impl ToDevice {
     /// Sends `messages` of type `kind` from `sender`'s device `sender_device`. The same
     /// `(sender device, type, txn ID)` again does nothing. A device named explicitly wins over
     /// [`ALL_DEVICES`] for the same user, so each device gets at most one message. Unknown
-    /// users and devices are skipped, as are users of other servers (no federation yet).
-    /// Durable before it returns; wakes the recipients' waiting syncs.
+    /// users and devices are skipped. Messages to users of other servers are answered, by
+    /// server, for federation to carry (none for a retransmission). Durable before it returns;
+    /// wakes the recipients' waiting syncs.
     pub async fn send(
         &self,
         sender: &UserId,
@@ -162,17 +167,18 @@ impl ToDevice {
         kind: &str,
         txn_id: &str,
         messages: &Messages,
-    ) -> Result<()> {
+    ) -> Result<RemoteMessages> {
         validate(kind, txn_id, messages)?;
         // (recipient, device, event), resolved before the transaction; the transaction checks
         // that each device still exists.
         let mut plan: Vec<(&UserId, String, Vec<u8>)> = Vec::new();
+        let mut remote = RemoteMessages::new();
         for (user, devices) in messages {
             if user.server_name() != self.server_name {
-                tracing::debug!(
-                    server = %user.server_name(),
-                    "to-device message for a remote user dropped: no federation yet"
-                );
+                remote
+                    .entry(user.server_name().to_owned())
+                    .or_default()
+                    .insert(user.clone(), devices.clone());
                 continue;
             }
             let event = |content: &Value| {
@@ -228,13 +234,16 @@ impl ToDevice {
         )?;
         // A retransmission waits too: the original request may not be durable yet.
         self.store.durable().await?;
-        if let Sent::Stored(recipients) = sent {
-            self.notifier.notify(
-                recipients.iter().map(|u| u.as_ref()),
-                self.store.sequencer().upto(),
-            );
+        match sent {
+            Sent::Stored(recipients) => {
+                self.notifier.notify(
+                    recipients.iter().map(|u| u.as_ref()),
+                    self.store.sequencer().upto(),
+                );
+                Ok(remote)
+            }
+            Sent::Retransmission => Ok(RemoteMessages::new()),
         }
-        Ok(())
     }
 
     /// The messages a sync delivers to `user`'s `device`. First deletes those at or before

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -22,6 +22,10 @@ use crate::storage::{Store, Tree, keys, stream, trees};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a request may make a user type without renewing it.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Told of every change of a user's typing (room, user, typing), and of every renewal (typing
+/// again): the federation sender sends our users' typing to the other servers of the room.
+pub type TypingListener = Box<dyn Fn(&RoomId, &UserId, bool) + Send + Sync>;
 
 /// Typing in every room.
 pub struct Typing {
@@ -38,6 +42,7 @@ struct Inner {
     changes: Mutex<EphemeralChanges>,
     /// Tells one start (and its expiry task) from the next start of the same user.
     generations: AtomicU64,
+    listener: OnceLock<TypingListener>,
 }
 
 /// One room's typers.
@@ -69,6 +74,7 @@ impl Typing {
                 notifier,
                 rooms: Mutex::new(HashMap::new()),
                 generations: AtomicU64::new(0),
+                listener: OnceLock::new(),
             }),
         })
     }
@@ -103,6 +109,11 @@ impl Typing {
             }
         });
         Ok(())
+    }
+
+    /// Sets the listener told of every change and renewal (once; later calls change nothing).
+    pub fn listen(&self, listener: TypingListener) {
+        let _ = self.inner.listener.set(listener);
     }
 
     /// The users typing in `room` and the position of the last change, if anyone ever typed
@@ -169,6 +180,12 @@ impl Inner {
         )?;
         if changed {
             self.wake_members(room)?;
+        }
+        let typing = matches!(change, Change::Start(_));
+        if (changed || typing)
+            && let Some(listener) = self.listener.get()
+        {
+            listener(room, user, typing);
         }
         Ok(())
     }

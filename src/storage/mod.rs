@@ -90,6 +90,10 @@ pub mod trees {
     pub const STREAMPOS_USERID_PRESENCE: &str = "streampos_userid_presence";
     pub const USERDEVICEID_STREAMPOS_TODEVICE: &str = "userdeviceid_streampos_todevice";
     pub const USERDEVICETYPETXN_TODEVICE: &str = "userdevicetypetxn_todevice";
+    /// E2EE over federation: remote user → their cached device list and cross-signing keys.
+    pub const E2EE_USERID_REMOTEDEVICELIST: &str = "e2ee_userid_remotedevicelist";
+    /// E2EE over federation: local user → the stream ID of their latest `m.device_list_update`.
+    pub const E2EE_USERID_DEVICELISTSTREAM: &str = "e2ee_userid_deviceliststream";
     /// Media metadata by (server name, media ID).
     pub const MEDIAKEY_MEDIA: &str = "mediakey_media";
     /// How many media items share one stored file, by SHA-256 of the content.
@@ -123,6 +127,32 @@ pub mod trees {
     pub const USERID_STREAMPOS_CHATNOTIFICATION: &str = "userid_streampos_chatnotification";
     /// Chat API: user, notification ID → read mark (and the user's "all read up to" position).
     pub const USERID_CHATNOTIFICATIONID_READ: &str = "userid_chatnotificationid_read";
+    /// Other servers' public signing keys: server, key ID → key and validity.
+    pub const SERVER_KEYID_KEY: &str = "server_keyid_key";
+    /// Other servers' latest key responses, as they signed them (served as a notary).
+    pub const SERVERNAME_KEYRESPONSE: &str = "servername_keyresponse";
+    /// Events stored beside a room's timeline (outliers, soft-failed, rejected) → their standing.
+    pub const EVENTID_OFFTIMELINE: &str = "eventid_offtimeline";
+    /// Federation: origin, transaction ID → the answer we gave to that incoming transaction.
+    pub const FED_TXN_ANSWER: &str = "fed_txn_answer";
+    /// Federation: origin, sequence number → transaction ID, to forget the oldest answers.
+    pub const FED_TXN_ORDER: &str = "fed_txn_order";
+    /// Federation sender: destination, stream position → room and event ID of a queued PDU.
+    pub const DESTINATION_POS_PDU: &str = "destination_pos_pdu";
+    /// Federation sender: destination, queue ID → a queued EDU.
+    pub const DESTINATION_ID_EDU: &str = "destination_id_edu";
+    /// Federation sender: destination → queue counts, failures, backoff, last success.
+    pub const DESTINATION_STATE: &str = "destination_state";
+    /// Federation sender: destination → the transaction in flight (ID and entries).
+    pub const DESTINATION_TXN: &str = "destination_txn";
+    /// Backfilled history before a room's timeline: room, order (1 = newest) → event ID.
+    pub const ROOMID_HISTORYORDER_EVENTID: &str = "roomid_historyorder_eventid";
+    /// Backfilled history: event ID → its order before its room's timeline.
+    pub const EVENTID_HISTORYORDER: &str = "eventid_historyorder";
+    /// Backfilled history: room → the events still to fetch, the next order, retry time.
+    pub const ROOMID_BACKFILLFRONTIER: &str = "roomid_backfillfrontier";
+    /// OpenID tokens by their SHA-256 → user and expiry.
+    pub const OPENIDTOKEN_USERID: &str = "openidtoken_userid";
 }
 
 /// Trees that [`Store::digest`] leaves out, because any authenticated request may change them.

@@ -3,6 +3,9 @@
 
 mod child;
 mod common;
+mod federation_common;
+mod federation_forge;
+mod federation_keys;
 
 mod account_data;
 mod accounts;
@@ -22,6 +25,14 @@ mod directory;
 mod e2ee;
 mod email;
 mod errors;
+mod federation_attacks;
+mod federation_e2ee;
+mod federation_media;
+mod federation_reads;
+mod federation_receive;
+mod federation_rooms;
+mod federation_sender;
+mod federation_transport;
 mod fuzz_smoke;
 mod keys;
 mod media;

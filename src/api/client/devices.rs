@@ -55,6 +55,9 @@ pub async fn update(
         .devices
         .set_display_name(&auth.user_id, &device_id, body.display_name)?;
     state.store.durable().await?;
+    state
+        .federate_device_change(&auth.user_id, &device_id, false)
+        .await;
     Ok(Json(json!({})))
 }
 

@@ -1,11 +1,10 @@
 //! The room directory: aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`), a
 //! room's visibility in the published directory (`/directory/list/room/{roomId}`) and
-//! `/publicRooms`. Only local rooms and aliases exist until federation does: remote aliases are
-//! unknown (404) and so are the directories of other servers.
+//! `/publicRooms`. Aliases of other servers are resolved by asking their server (federation).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use ruma::{OwnedRoomId, ServerName, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,6 +35,23 @@ pub(crate) fn resolve_alias(state: &AppState, raw: &str) -> Result<OwnedRoomId> 
     }
 }
 
+/// Resolves any room alias (as given in a path) to its room and servers in it: ours from the
+/// alias mapping, another server's by asking it (federation); unknown ones are `M_NOT_FOUND`.
+pub(crate) async fn resolve_any_alias(
+    state: &AppState,
+    raw: &str,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    let alias = parse_alias(raw)?;
+    if state.rooms.aliases.is_local(&alias) {
+        resolve_alias(state, raw)?;
+        return state.query_directory(&alias);
+    }
+    if !state.federation.enabled() {
+        return Err(Error::NotFound(format!("room alias {alias} not found")));
+    }
+    state.resolve_remote_alias(&alias).await
+}
+
 #[derive(Deserialize)]
 pub struct SetAliasBody {
     room_id: String,
@@ -63,10 +79,8 @@ pub async fn get_alias(
     State(state): State<AppState>,
     Path(alias): Path<String>,
 ) -> Result<Json<Value>> {
-    let room_id = resolve_alias(&state, &alias)?;
-    Ok(Json(
-        json!({ "room_id": room_id, "servers": [state.config.server_name] }),
-    ))
+    let (room_id, servers) = resolve_any_alias(&state, &alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
 /// `DELETE /directory/room/{roomAlias}`: for the alias creator, room moderators and admins.

@@ -44,7 +44,7 @@ pub async fn capabilities(State(state): State<AppState>, _auth: Auth) -> Json<Va
             "m.get_login_token": { "enabled": false },
             "m.room_versions": {
                 "default": crate::core::room_version::DEFAULT.as_str(),
-                "available": crate::core::room_version::SUPPORTED
+                "available": crate::core::room_version::CREATABLE
                     .iter()
                     .map(|v| (v.as_str().to_owned(), json!("stable")))
                     .collect::<serde_json::Map<_, _>>(),

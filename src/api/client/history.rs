@@ -1,7 +1,10 @@
-//! History around a point: `/context`, `/timestamp_to_event`, and forgetting a room.
+//! History around a point: `/context`, `/timestamp_to_event`, forgetting a room, and
+//! `/messages` beyond the start of a room's timeline (the history backfilled from other
+//! servers, with `h<order>` tokens).
 
 use axum::Json;
 use axum::extract::State;
+use ruma::RoomId;
 use ruma::events::StateEventType;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,7 +13,11 @@ use super::message::{parse_filter, reader, stream_order, token, viewer, visible_
 use crate::api::extract::{AppState, Auth, JsonBody, Path, Query};
 use crate::api::extract::{parse_event_id, parse_room_id};
 use crate::error::{Error, Result};
-use crate::service::rooms::read::PageRequest;
+use crate::service::federation::history::history_token;
+use crate::service::federation::history_page::HistoryRequest;
+use crate::service::rooms::read::{Page, PageRequest, Viewer};
+use crate::service::rooms::visibility::Reader;
+use crate::service::sessions::Authed;
 
 #[derive(Deserialize)]
 pub struct ContextQuery {
@@ -137,4 +144,88 @@ pub async fn forget(
     let room_id = parse_room_id(&room)?;
     state.rooms.forget(&room_id, &auth.user_id).await?;
     Ok(Json(json!({})))
+}
+
+/// A backwards `/messages` page that reached the start of the timeline goes on into the history
+/// before it (fetched from other servers as needed) while the page has room; returns the token
+/// to continue from, if there may be more.
+pub(crate) async fn continue_into_history(
+    state: &AppState,
+    room_id: &RoomId,
+    reader: &Reader,
+    viewer: &Viewer<'_>,
+    page: &mut Page,
+    request: HistoryRequest<'_>,
+) -> Result<Option<String>> {
+    let left = request.limit.saturating_sub(page.chunk.len());
+    if left == 0 {
+        return Ok(Some(history_token(request.from)));
+    }
+    let more = state
+        .history_page(
+            room_id,
+            reader,
+            viewer,
+            HistoryRequest {
+                limit: left,
+                ..request
+            },
+        )
+        .await?;
+    page.chunk.extend(more.chunk);
+    page.senders.extend(more.senders);
+    Ok(more.end.map(history_token))
+}
+
+/// `/messages` from a token of the history before the timeline: back in time through it, or
+/// forwards through it and on into the timeline.
+pub(crate) async fn messages_in_history(
+    state: &AppState,
+    room_id: &RoomId,
+    reader: &Reader,
+    auth: &Authed,
+    request: HistoryRequest<'_>,
+) -> Result<Json<Value>> {
+    let v = viewer(state, auth)?;
+    let (from, backwards, limit, filter) = (
+        request.from,
+        request.backwards,
+        request.limit,
+        request.filter,
+    );
+    let mut page = state.history_page(room_id, reader, &v, request).await?;
+    let mut end = page.end.map(history_token);
+    if !backwards && page.end.is_none() && page.chunk.len() < limit {
+        // The newest of the history reached: the timeline follows, from its start.
+        let timeline = state.rooms.paginate(
+            room_id,
+            reader,
+            &v,
+            PageRequest {
+                from: Some(0),
+                to: None,
+                backwards: false,
+                limit: limit - page.chunk.len(),
+                filter,
+            },
+        )?;
+        page.chunk.extend(timeline.chunk);
+        page.senders.extend(timeline.senders);
+        end = timeline.end.map(token);
+    }
+    let mut body = json!({ "start": history_token(from), "chunk": page.chunk });
+    if let Some(end) = end {
+        body["end"] = json!(end);
+    }
+    if filter.lazy_load_members && !page.senders.is_empty() {
+        let readable = state
+            .rooms
+            .readable_state(room_id, reader)?
+            .unwrap_or_default();
+        let ids = stream_order(state, &readable, |(kind, key)| {
+            *kind == StateEventType::RoomMember && page.senders.iter().any(|s| s.as_str() == key)
+        })?;
+        body["state"] = json!(state.rooms.client_events(&ids, &v)?);
+    }
+    Ok(Json(body))
 }

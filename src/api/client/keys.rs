@@ -5,14 +5,18 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use ruma::OwnedUserId;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::message::parse_token;
 use crate::api::extract::{AppState, Auth, JsonBody, Query, parse_user_id};
 use crate::error::{Error, Result};
+use crate::service::federation::e2ee::local_keys::check_algorithms;
+use crate::service::federation::e2ee::remote_claim::{Claim, check_claim};
+use crate::service::federation::e2ee::remote_query::client_timeout;
 use crate::service::keys::Upload;
-use crate::service::keys::cross_signing::{CrossSigningUpload, public_key, with_signatures};
+use crate::service::keys::cross_signing::CrossSigningUpload;
 
 /// The most users or devices one query or claim may name.
 const MAX_TARGETS: usize = 1000;
@@ -45,6 +49,9 @@ pub async fn upload(
         .await?;
     if uploaded.device_keys_changed {
         state.announce_key_change(&auth.user_id)?;
+        state
+            .federate_device_change(&auth.user_id, &auth.device_id, false)
+            .await;
     }
     Ok(Json(
         json!({ "one_time_key_counts": uploaded.one_time_key_counts }),
@@ -54,14 +61,15 @@ pub async fn upload(
 #[derive(Deserialize)]
 pub struct QueryBody {
     device_keys: BTreeMap<String, Vec<String>>,
-    #[allow(dead_code)]
+    /// How long other servers may take to answer (ms).
     timeout: Option<u64>,
 }
 
-/// The device keys of local users (all their devices, or those listed), each with the device's
+/// The device keys of users (all their devices, or those listed), each with the device's
 /// display name, and their cross-signing keys (the user-signing key only to its owner), with the
-/// signatures the owner and the requester published. Remote users are reported under
-/// `failures` until federation exists.
+/// signatures the owner and the requester published. Users of other servers are answered from
+/// the cache of their device lists or asked of their servers; a server that cannot be asked is
+/// listed under `failures`.
 pub async fn query(
     State(state): State<AppState>,
     Auth(auth): Auth,
@@ -77,56 +85,33 @@ pub async fn query(
     let mut master_keys = Map::new();
     let mut self_signing_keys = Map::new();
     let mut user_signing_keys = Map::new();
+    let mut remote = BTreeMap::new();
     for (user, devices) in &body.device_keys {
         let user_id = parse_user_id(user)?;
         if user_id.server_name() != state.config.server_name.as_str() {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "errcode": "M_UNAVAILABLE", "error": "federation is not available" }),
-            );
+            remote.insert(user_id, devices.clone());
             continue;
         }
-        let mut found = Map::new();
-        for (device_id, mut keys) in state.keys.all_device_keys(&user_id)? {
-            if !devices.is_empty() && !devices.contains(&device_id) {
-                continue;
-            }
-            let Some(device) = state.devices.get(&user_id, &device_id)? else {
-                continue;
-            };
-            if let Some(name) = device.display_name
-                && let Some(object) = keys.as_object_mut()
-                && let Some(unsigned) = object
-                    .entry("unsigned")
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-            {
-                unsigned.insert("device_display_name".into(), json!(name));
-            }
-            let signatures = state
-                .keys
-                .signatures_for(&user_id, &device_id, &auth.user_id)?;
-            found.insert(device_id, with_signatures(keys, signatures));
+        let keys = state.local_user_keys(&user_id, devices, &auth.user_id)?;
+        device_keys.insert(user_id.to_string(), Value::Object(keys.devices));
+        if let Some(master) = keys.master_key {
+            master_keys.insert(user_id.to_string(), master);
         }
-        device_keys.insert(user_id.to_string(), Value::Object(found));
-        let cross_signing = state.keys.cross_signing_keys(&user_id)?;
-        if let Some(master) = cross_signing.master {
-            let signatures = match public_key(&master, &user_id, "master") {
-                Ok((_, public)) => state
-                    .keys
-                    .signatures_for(&user_id, &public, &auth.user_id)?,
-                Err(_) => Default::default(),
-            };
-            master_keys.insert(user_id.to_string(), with_signatures(master, signatures));
-        }
-        if let Some(ssk) = cross_signing.self_signing {
+        if let Some(ssk) = keys.self_signing_key {
             self_signing_keys.insert(user_id.to_string(), ssk);
         }
-        if user_id == auth.user_id
-            && let Some(usk) = cross_signing.user_signing
-        {
+        if let Some(usk) = keys.user_signing_key {
             user_signing_keys.insert(user_id.to_string(), usk);
         }
+    }
+    if !remote.is_empty() {
+        let answers = state
+            .query_remote_keys(&auth.user_id, &remote, client_timeout(body.timeout))
+            .await?;
+        device_keys.extend(answers.device_keys);
+        master_keys.extend(answers.master_keys);
+        self_signing_keys.extend(answers.self_signing_keys);
+        failures.extend(answers.failures);
     }
     Ok(Json(json!({
         "device_keys": device_keys,
@@ -140,11 +125,13 @@ pub async fn query(
 #[derive(Deserialize)]
 pub struct ClaimBody {
     one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
-    #[allow(dead_code)]
+    /// How long other servers may take to answer (ms).
     timeout: Option<u64>,
 }
 
 /// One key per (user, device, algorithm): a one-time key, or the fallback key when none is left.
+/// Keys of users of other servers are claimed from their servers; a server that cannot be asked
+/// is listed under `failures`.
 pub async fn claim(
     State(state): State<AppState>,
     Auth(_auth): Auth,
@@ -157,27 +144,22 @@ pub async fn claim(
         )));
     }
     let mut claimed = Map::new();
-    let mut failures = Map::new();
+    let mut local = Vec::new();
+    let mut remote = Claim::new();
     for (user, devices) in &body.one_time_keys {
         let user_id = parse_user_id(user)?;
         if user_id.server_name() != state.config.server_name.as_str() {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "errcode": "M_UNAVAILABLE", "error": "federation is not available" }),
-            );
-            continue;
+            remote.insert(user_id, devices.clone());
+        } else {
+            local.push((user_id, devices));
         }
-        let mut for_user = Map::new();
-        for (device_id, algorithm) in devices {
-            if algorithm.is_empty() || algorithm.len() > 255 || algorithm.contains(':') {
-                return Err(Error::InvalidParam(format!(
-                    "{algorithm:?} is not a key algorithm"
-                )));
-            }
-            if let Some((key_id, key)) = state.keys.claim(&user_id, device_id, algorithm)? {
-                for_user.insert(device_id.clone(), json!({ key_id: key }));
-            }
-        }
+    }
+    check_claim(&remote)?;
+    for (_, devices) in &local {
+        check_algorithms(devices.values())?;
+    }
+    for (user_id, devices) in local {
+        let for_user = state.claim_local_keys(&user_id, devices)?;
         if !for_user.is_empty() {
             claimed.insert(user_id.to_string(), Value::Object(for_user));
         }
@@ -185,6 +167,14 @@ pub async fn claim(
     // A claimed key must stay claimed after a crash, or it could be handed out twice.
     if !claimed.is_empty() {
         state.store.durable().await?;
+    }
+    let mut failures = Map::new();
+    if !remote.is_empty() {
+        let answers = state
+            .claim_remote_keys(remote, client_timeout(body.timeout))
+            .await;
+        claimed.extend(answers.one_time_keys);
+        failures = answers.failures;
     }
     Ok(Json(
         json!({ "one_time_keys": claimed, "failures": failures }),
@@ -253,6 +243,7 @@ pub async fn upload_device_signing(
         .await?
     {
         state.announce_key_change(&auth.user_id)?;
+        state.federate_signing_keys(&auth.user_id).await;
     }
     Ok(Json(json!({})))
 }
@@ -284,7 +275,20 @@ pub async fn upload_signatures(
         )));
     }
     let _guard = state.keys.lock_user(&auth.user_id).await?;
-    let (failures, changed) = state.keys.upload_signatures(&auth.user_id, body).await?;
+    // Users of other servers: their master keys as their servers published them.
+    let mut remote_masters = BTreeMap::new();
+    for user in body.keys() {
+        if let Ok(user) = OwnedUserId::try_from(user.as_str())
+            && user.server_name() != state.config.server_name.as_str()
+            && let Some(master) = state.cached_device_list(&user)?.and_then(|l| l.master_key)
+        {
+            remote_masters.insert(user, master);
+        }
+    }
+    let (failures, changed) = state
+        .keys
+        .upload_signatures(&auth.user_id, body, &remote_masters)
+        .await?;
     // A signature on someone else's key is news for the signer's devices only.
     let mut announced = std::collections::BTreeSet::new();
     for user in changed {
@@ -295,6 +299,24 @@ pub async fn upload_signatures(
         };
         if announced.insert(announce.clone()) {
             state.announce_key_change(&announce)?;
+        }
+    }
+    // Other servers hear of new signatures on the signer's own devices and master key.
+    if let Some(own) = body.get(auth.user_id.as_str()).and_then(Value::as_object) {
+        let refused = failures
+            .get(auth.user_id.as_str())
+            .and_then(Value::as_object);
+        for key_id in own.keys() {
+            if refused.is_some_and(|r| r.contains_key(key_id)) {
+                continue;
+            }
+            if state.devices.get(&auth.user_id, key_id)?.is_some() {
+                state
+                    .federate_device_change(&auth.user_id, key_id, false)
+                    .await;
+            } else {
+                state.federate_signing_keys(&auth.user_id).await;
+            }
         }
     }
     Ok(Json(json!({ "failures": failures })))

@@ -26,6 +26,10 @@ use crate::service::rooms::{NewEvent, Txn};
 use crate::service::sessions::Authed;
 pub(crate) use crate::service::sync::{parse_token, token};
 
+use super::history;
+use crate::service::federation::history::parse_history_token;
+use crate::service::federation::history_page::HistoryRequest;
+
 /// The largest `limit` `/messages` and `/members` honour.
 const MAX_PAGE: usize = 1000;
 
@@ -295,9 +299,19 @@ pub async fn messages(
         .or(filter.limit)
         .unwrap_or(10)
         .clamp(1, MAX_PAGE);
+    // Beyond the start of the timeline: the history backfilled from other servers.
+    if let Some(order) = query.from.as_deref().and_then(parse_history_token) {
+        let request = HistoryRequest {
+            from: order,
+            backwards,
+            limit,
+            filter: &filter,
+        };
+        return history::messages_in_history(&state, &room_id, &reader, &auth, request).await;
+    }
     let from = query.from.as_deref().map(parse_token).transpose()?;
     let to = query.to.as_deref().map(parse_token).transpose()?;
-    let page = state.rooms.paginate(
+    let mut page = state.rooms.paginate(
         &room_id,
         &reader,
         &viewer(&state, &auth)?,
@@ -314,9 +328,25 @@ pub async fn messages(
         (None, true) => state.rooms.stream_position()?.saturating_add(1),
         (None, false) => 0,
     };
+    let end = match page.end {
+        Some(end) => Some(token(end)),
+        // The start of the timeline: the history before it follows.
+        None if backwards && to.is_none() => {
+            let request = HistoryRequest {
+                from: 0,
+                backwards,
+                limit,
+                filter: &filter,
+            };
+            let viewer = viewer(&state, &auth)?;
+            history::continue_into_history(&state, &room_id, &reader, &viewer, &mut page, request)
+                .await?
+        }
+        None => None,
+    };
     let mut body = json!({ "start": token(start), "chunk": page.chunk });
-    if let Some(end) = page.end {
-        body["end"] = json!(token(end));
+    if let Some(end) = end {
+        body["end"] = json!(end);
     }
     if filter.lazy_load_members && !page.senders.is_empty() {
         let readable = state

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod membership;
 pub mod message;
 pub mod mfa;
+pub mod openid;
 pub mod presence;
 pub mod profile;
 pub mod push;

@@ -8,33 +8,40 @@ use serde_json::{Map, Value, json};
 use crate::api::extract::{AppState, Auth, JsonBody, Path, parse_user_id};
 use crate::error::{Error, Result};
 
-fn profile_of(state: &AppState, raw_user: &str) -> Result<(ruma::OwnedUserId, Map<String, Value>)> {
+/// A user's profile: ours from the store, another server's user's by asking their server
+/// (only `field` of it when given).
+async fn profile_of(
+    state: &AppState,
+    raw_user: &str,
+    field: Option<&str>,
+) -> Result<Map<String, Value>> {
     let user_id = parse_user_id(raw_user)?;
     if user_id.server_name() != state.config.server_name.as_str() {
-        return Err(Error::NotFound(
-            "profiles of other servers are not available".into(),
-        ));
+        if !state.federation.enabled() {
+            return Err(Error::NotFound(
+                "profiles of other servers are not available".into(),
+            ));
+        }
+        return state.remote_profile(&user_id, field).await;
     }
     if !state.is_active_user(&user_id)? {
         return Err(Error::NotFound("no such user".into()));
     }
-    let profile = state.profiles.get(&user_id)?;
-    Ok((user_id, profile))
+    state.profiles.get(&user_id)
 }
 
 pub async fn get_all(
     State(state): State<AppState>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>> {
-    let (_, profile) = profile_of(&state, &user)?;
-    Ok(Json(Value::Object(profile)))
+    Ok(Json(Value::Object(profile_of(&state, &user, None).await?)))
 }
 
 pub async fn get_field(
     State(state): State<AppState>,
     Path((user, field)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let (_, profile) = profile_of(&state, &user)?;
+    let profile = profile_of(&state, &user, Some(&field)).await?;
     let value = profile
         .get(&field)
         .ok_or_else(|| Error::NotFound(format!("{field} is not set")))?;

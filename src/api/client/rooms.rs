@@ -70,7 +70,7 @@ pub async fn create_room(
         Some(v) => {
             let v = RoomVersionId::try_from(v.as_str())
                 .map_err(|e| Error::BadJson(format!("room_version: {e}")))?;
-            if !room_version::is_supported(&v) {
+            if !room_version::is_creatable(&v) {
                 return Err(Error::UnsupportedRoomVersion(format!(
                     "room version {v} is not supported"
                 )));
@@ -85,12 +85,19 @@ pub async fn create_room(
         None => Preset::PrivateChat,
     };
     let mut invite = Vec::new();
+    let mut remote_invite = Vec::new();
     for raw in &body.invite {
         let user = parse_user_id(raw)?;
         if user.server_name() != state.config.server_name.as_str() {
-            return Err(Error::Forbidden(
-                "inviting users of other servers needs federation".into(),
-            ));
+            if !state.federation.enabled() {
+                return Err(Error::Forbidden(
+                    "inviting users of other servers needs federation".into(),
+                ));
+            }
+            if !remote_invite.contains(&user) {
+                remote_invite.push(user);
+            }
+            continue;
         }
         if !state.is_active_user(&user)? {
             return Err(Error::NotFound(format!("{user} does not exist")));
@@ -113,6 +120,7 @@ pub async fn create_room(
             Value::Object(entry.content),
         ));
     }
+    let auth_user = auth.user_id.clone();
     let room_id = state
         .rooms
         .create_room(CreateRoom {
@@ -131,6 +139,19 @@ pub async fn create_room(
             publish,
         })
         .await?;
+    // Users of other servers are invited once the room exists: their servers must sign.
+    for invitee in remote_invite {
+        let mut extra = Map::new();
+        if body.is_direct {
+            extra.insert("is_direct".into(), json!(true));
+        }
+        if let Err(e) = state
+            .invite_remote(&room_id, &auth_user, &invitee, extra)
+            .await
+        {
+            tracing::info!(%room_id, %invitee, error = %e, "could not invite a user of another server");
+        }
+    }
     Ok(Json(json!({ "room_id": room_id })))
 }
 

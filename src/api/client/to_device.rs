@@ -17,8 +17,9 @@ pub struct SendBody {
     messages: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
-/// Stores one message per recipient device; a retransmission (same device, event type and
-/// transaction ID) answers `{}` again without sending anything.
+/// Stores one message per recipient device (messages to users of other servers go to their
+/// servers); a retransmission (same device, event type and transaction ID) answers `{}` again
+/// without sending anything.
 pub async fn send(
     State(state): State<AppState>,
     Auth(auth): Auth,
@@ -29,9 +30,10 @@ pub async fn send(
     for (user, devices) in body.messages {
         messages.insert(parse_user_id(&user)?, devices);
     }
-    state
+    let remote = state
         .to_device
         .send(&auth.user_id, &auth.device_id, &kind, &txn_id, &messages)
         .await?;
+    state.federate_to_device(&auth.user_id, &kind, remote).await;
     Ok(Json(json!({})))
 }

@@ -44,11 +44,11 @@ pub async fn upgrade(
     Ok(Json(json!({ "replacement_room": replacement })))
 }
 
-/// A room version we speak; 400 `M_UNSUPPORTED_ROOM_VERSION` otherwise.
+/// A room version we create rooms in; 400 `M_UNSUPPORTED_ROOM_VERSION` otherwise.
 fn parse_version(raw: &str) -> Result<RoomVersionId> {
     let version =
         RoomVersionId::try_from(raw).map_err(|e| Error::BadJson(format!("new_version: {e}")))?;
-    if !room_version::is_supported(&version) {
+    if !room_version::is_creatable(&version) {
         return Err(Error::UnsupportedRoomVersion(format!(
             "room version {version} is not supported"
         )));

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::api::extract::{AppState, Auth, Path, Query};
 use crate::error::{Error, Result};
+use crate::service::federation::remote_media::MediaRequest;
 use crate::service::media::thumbnail::Method;
 use crate::service::media::{DEFAULT_WAIT, MAX_WAIT, ThumbnailRequest, is_valid_media_id};
 
@@ -28,10 +29,9 @@ pub struct UploadQuery {
 #[derive(Deserialize)]
 pub struct DownloadQuery {
     timeout_ms: Option<u64>,
-    // Accepted; there is nothing to redirect to (no remote media yet).
+    // Accepted; media is always served here, never redirected.
     #[allow(dead_code)]
     allow_redirect: Option<bool>,
-    #[allow(dead_code)]
     allow_remote: Option<bool>,
 }
 
@@ -44,7 +44,6 @@ pub struct ThumbnailQuery {
     timeout_ms: Option<u64>,
     #[allow(dead_code)]
     allow_redirect: Option<bool>,
-    #[allow(dead_code)]
     allow_remote: Option<bool>,
 }
 
@@ -172,12 +171,14 @@ async fn download(
 ) -> Result<Response> {
     check_mxc(server, media_id)?;
     let content = state
-        .media
-        .content(
+        .media_content(
             server,
             media_id,
-            wait(query.timeout_ms),
-            route == Route::Legacy,
+            MediaRequest {
+                wait: wait(query.timeout_ms),
+                legacy: route == Route::Legacy,
+                allow_remote: query.allow_remote.unwrap_or(true),
+            },
         )
         .await?;
     let file = state.media.servable(&content)?;
@@ -200,12 +201,14 @@ async fn thumbnail(
         ));
     }
     let content = state
-        .media
-        .content(
+        .media_content(
             server,
             media_id,
-            wait(query.timeout_ms),
-            route == Route::Legacy,
+            MediaRequest {
+                wait: wait(query.timeout_ms),
+                legacy: route == Route::Legacy,
+                allow_remote: query.allow_remote.unwrap_or(true),
+            },
         )
         .await?;
     let request = ThumbnailRequest {

@@ -4,7 +4,20 @@ use serde_json::{Value, json};
 use super::*;
 use crate::core::test_support::{Branch, TestRoom, user};
 
-const VERSIONS: [RoomVersionId; 3] = [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+/// Every version resolving with state resolution v2 (2.1 in version 12).
+const VERSIONS: [RoomVersionId; 11] = [
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
 
 fn alice() -> OwnedUserId {
     user("alice")
@@ -474,10 +487,16 @@ fn auth_chain_walks_auth_events_recursively() {
 }
 
 #[test]
-fn only_state_resolution_v2_versions_resolve() {
+fn version_1_resolves_with_its_own_algorithm_and_unknown_versions_not_at_all() {
     let room = moderated_room(RoomVersionId::V11);
+    // The version 1 algorithm (see `state_v1`): nothing to resolve, nothing resolved.
+    assert_eq!(
+        resolve(&RoomVersionId::V1, &[], |id| room.get(id)).unwrap(),
+        StateMap::new()
+    );
+    let custom = RoomVersionId::try_from("org.example.custom").unwrap();
     assert!(matches!(
-        resolve(&RoomVersionId::V1, &[], |id| room.get(id)),
+        resolve(&custom, &[], |id| room.get(id)),
         Err(Error::UnsupportedRoomVersion(_))
     ));
 }

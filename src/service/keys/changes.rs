@@ -13,9 +13,9 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::Keys;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::service::Services;
-use crate::storage::{TxError, TxTree, keys, stream};
+use crate::storage::{Tree, TxError, TxTree, keys, stream};
 
 /// The most membership events one device-list computation reads per room.
 const MAX_MEMBER_EVENTS: usize = 10_000;
@@ -40,6 +40,28 @@ pub fn record<E>(
 }
 
 impl Keys {
+    /// Records a change of `user`'s keys whose data another service keeps (the federation cache
+    /// of a remote user's devices): `write` runs over `tree` in the same transaction, so that
+    /// what changed and the change itself are stored together. Returns the change's position.
+    pub fn record_change_with(
+        &self,
+        user: &UserId,
+        tree: &Tree,
+        write: impl Fn(&TxTree<'_>) -> std::result::Result<(), TxError<Error>>,
+    ) -> Result<u64> {
+        let trees = [tree, &self.changes, &self.last_change, &self.store_meta];
+        self.store.sequencer().commit(
+            || -> Result<(u64, u64)> {
+                let position = self.store.transact(&trees, |t| {
+                    write(&t[0])?;
+                    record::<Error>(user, &t[1], &t[2], &t[3])
+                })?;
+                Ok((position, position))
+            },
+            |_| {},
+        )
+    }
+
     /// The users whose keys changed after `after`, up to and including `upto`.
     pub fn changed_between(&self, after: u64, upto: u64) -> Result<HashSet<OwnedUserId>> {
         let mut out = HashSet::new();

@@ -184,12 +184,14 @@ impl Keys {
     /// Publishes signatures: on the signer's own devices (by their self-signing key), on their own
     /// master key (by one of their devices) and on other users' master keys (by their
     /// user-signing key). Each signed object must match the stored key apart from its
-    /// signatures. Answers the failures per user and key ID; returns the users whose keys
-    /// gained signatures.
+    /// signatures; the master keys of users of other servers are those in `remote_masters`
+    /// (as their servers published them). Answers the failures per user and key ID; returns
+    /// the users whose keys gained signatures.
     pub async fn upload_signatures(
         &self,
         signer: &UserId,
         body: &Map<String, Value>,
+        remote_masters: &BTreeMap<OwnedUserId, Value>,
     ) -> Result<(Map<String, Value>, Vec<OwnedUserId>)> {
         let mut failures = Map::new();
         let mut changed = Vec::new();
@@ -208,7 +210,7 @@ impl Keys {
             let mut user_failures = Map::new();
             for (key_id, object) in objects {
                 match self
-                    .store_signature(signer, &own, &target_id, key_id, object)
+                    .store_signature(signer, &own, &target_id, key_id, object, remote_masters)
                     .await
                 {
                     Ok(()) => {
@@ -239,6 +241,7 @@ impl Keys {
         target: &UserId,
         key_id: &str,
         object: &Value,
+        remote_masters: &BTreeMap<OwnedUserId, Value>,
     ) -> Result<()> {
         let not_found = || Error::NotFound(format!("no key {key_id} of {target}"));
         // What the object claims to be, and which of the signer's keys may sign it.
@@ -258,9 +261,11 @@ impl Keys {
                 return Err(not_found());
             }
         } else {
-            let master = self
-                .cross_signing_keys(target)?
-                .master
+            let master = match remote_masters.get(target) {
+                Some(master) => Some(master.clone()),
+                None => self.cross_signing_keys(target)?.master,
+            };
+            let master = master
                 .filter(|m| public_key(m, target, "master").is_ok_and(|(_, p)| p == key_id))
                 .ok_or_else(not_found)?;
             let usk = own

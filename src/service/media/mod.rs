@@ -7,6 +7,7 @@
 //! removed with the last of them.
 
 pub mod files;
+pub mod remote;
 pub mod thumbnail;
 
 use std::collections::HashMap;
@@ -121,6 +122,8 @@ pub struct Media {
     /// Downloads waiting for a pending upload, by media key: woken when it completes.
     waiters: Mutex<HashMap<Vec<u8>, watch::Sender<()>>>,
     thumbnail_permits: Semaphore,
+    /// One fetch of a remote media item at a time (see [`remote`]).
+    remote_fetches: remote::RemoteFetches,
 }
 
 fn media_key(server: &str, media_id: &str) -> Vec<u8> {
@@ -199,6 +202,7 @@ impl Media {
             create_lock: Mutex::new(()),
             waiters: Mutex::new(HashMap::new()),
             thumbnail_permits: Semaphore::new(CONCURRENT_THUMBNAILS),
+            remote_fetches: Default::default(),
         })
     }
 
@@ -555,8 +559,8 @@ impl Media {
         legacy: bool,
     ) -> Result<Content> {
         if server != self.server_name.as_str() {
-            // Remote media needs federation, which is not there yet.
-            return Err(Error::NotFound("remote media is not available".into()));
+            // Another server's media, as cached here (fetching it is federation's).
+            return self.cached_remote(server, media_id, legacy);
         }
         let key = media_key(server, media_id);
         // Subscribed before looking, so an upload completing in between still wakes us.

@@ -57,6 +57,14 @@ pub struct CreateRoom {
 
 impl Rooms {
     pub async fn create_room(&self, mut request: CreateRoom) -> Result<OwnedRoomId> {
+        // We follow rooms of every supported version, but start new ones (upgrades included)
+        // only in the versions without known flaws.
+        if !room_version::is_creatable(&request.room_version) {
+            return Err(Error::UnsupportedRoomVersion(format!(
+                "room version {} is not supported",
+                request.room_version
+            )));
+        }
         let rules = room_version::rules(&request.room_version)?;
         let v12 = rules.authorization.room_create_event_id_as_room_id;
         let mut info = RoomInfo {

@@ -11,10 +11,13 @@ pub mod changes;
 pub mod create;
 pub mod event_cache;
 pub mod ingest;
+pub mod outlier;
 pub mod power;
 pub mod read;
 pub mod relations;
+pub mod remote;
 pub mod restricted;
+pub mod servers;
 pub mod state;
 pub mod upgrade;
 pub mod visibility;
@@ -109,6 +112,17 @@ struct StatePlan {
     extremities: Vec<OwnedEventId>,
 }
 
+/// What an append changes beyond what the event itself says; for events of other servers.
+#[derive(Default)]
+struct AppendEffects {
+    /// The `(user, membership)` changes; `None`: the event's own, if it is a member event (state
+    /// resolution over a remote event may change other memberships too).
+    members: Option<Vec<(String, String)>>,
+    /// A redaction that does not take effect (a remote one only does when its sender may redact
+    /// the event it names).
+    redaction_refused: bool,
+}
+
 /// A client transaction: the same `(device, txn)` in a room yields the same event.
 #[derive(Debug, Clone)]
 pub struct Txn {
@@ -147,6 +161,8 @@ pub struct Rooms {
     /// room, stream position of a thread's latest event → the thread root.
     thread_order: Tree,
     store_meta: Tree,
+    /// Events stored beside the timeline: outliers, soft-failed and rejected events.
+    off_timeline: Tree,
     pub(crate) snapshots: SnapshotStore,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Recently read and written events, decoded.
@@ -159,6 +175,8 @@ pub struct Rooms {
     push_queue: crate::service::push::EvalQueue,
     /// Where appended events go for the full-text index.
     search_queue: crate::service::search::IndexQueue,
+    /// The stream position of the latest persisted event; wakes the federation sender's fan-out.
+    pub(crate) appended: tokio::sync::watch::Sender<u64>,
 }
 
 /// Maps core errors to API errors.
@@ -222,6 +240,7 @@ impl Rooms {
             thread_latest: store.tree(trees::THREADROOT_LATESTPOS)?,
             thread_order: store.tree(trees::ROOMID_STREAMPOS_THREADROOT)?,
             store_meta: store.tree(trees::META)?,
+            off_timeline: store.tree(trees::EVENTID_OFFTIMELINE)?,
             snapshots: SnapshotStore::new(
                 store.tree(trees::SNAPSHOTID_SNAPSHOT)?,
                 state_cache_entries,
@@ -231,6 +250,7 @@ impl Rooms {
             last_create_ts: std::sync::atomic::AtomicU64::new(0),
             push_queue,
             search_queue,
+            appended: tokio::sync::watch::Sender::new(start),
         };
         rooms.index_existing_relations()?;
         Ok(rooms)
@@ -420,13 +440,15 @@ impl Rooms {
         };
         template.auth_events =
             core::auth::select_auth_events(&info.room_version, &template, &state)?;
-        let pdu = core::pdu::build_event(
+        let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
+        // Room versions 1 and 2 reference events with their hashes, read from the store.
+        let pdu = core::pdu::build_event_referencing(
             &info.room_version,
             template,
             &self.server_name,
             &self.signing_key.pair,
+            fetch,
         )?;
-        let fetch = |id: &ruma::EventId| self.pdu(id).ok().flatten();
         core::auth::check(&pdu, &state, fetch)?;
         if let Some(redacted) = pdu.redacts() {
             self.check_redaction(&pdu, redacted, &state)?;
@@ -501,17 +523,35 @@ impl Rooms {
         plan: StatePlan,
         txn: Option<Txn>,
     ) -> Result<u64> {
+        self.persist_with(info, pdu, plan, txn, AppendEffects::default())
+    }
+
+    /// [`Rooms::persist`] with the effects of a remote event.
+    fn persist_with(
+        &self,
+        info: &mut RoomInfo,
+        pdu: &Pdu,
+        plan: StatePlan,
+        txn: Option<Txn>,
+        effects: AppendEffects,
+    ) -> Result<u64> {
         let room_id = pdu.room_id().to_owned();
         let event_id = pdu.event_id().to_owned();
         let mut new_info = info.clone();
         new_info.extremities = plan.extremities.clone();
         new_info.depth = info.depth.max(u64::from(pdu.depth()));
         new_info.snapshot = plan.current;
-        let membership = member_change(pdu);
+        let memberships: Vec<(String, String)> = match effects.members {
+            Some(members) => members,
+            None => member_change(pdu).into_iter().collect(),
+        };
         let pdu_bytes = serde_json::to_vec(pdu)?;
         let info_bytes = serde_json::to_vec(&new_info)?;
         let txn_key = txn.as_ref().map(|t| txn_key(pdu.sender(), t, &room_id));
-        let relation_write = self.relation_write(pdu)?;
+        let relation_write = match effects.redaction_refused {
+            false => self.relation_write(pdu)?,
+            true => self.relation_write(pdu)?.without_removal(),
+        };
         let trees = [
             &self.pdus,
             &self.meta,
@@ -529,6 +569,7 @@ impl Rooms {
             &self.relations,
             &self.thread_latest,
             &self.thread_order,
+            &self.off_timeline,
         ];
         let transaction = || -> Result<((), u64)> {
             let pos = self.store.transact(&trees, |t| {
@@ -551,7 +592,7 @@ impl Rooms {
                     event_id.as_bytes().to_vec(),
                 )?;
                 t[3].put(room_id.as_bytes(), info_bytes.clone())?;
-                if let Some((user, membership)) = &membership {
+                for (user, membership) in &memberships {
                     let key = keys::pair(room_id.as_str(), user);
                     let was_joined = t[5].get(&key)?.is_some_and(|m| m.as_ref() == b"join");
                     if membership == "join" && !was_joined {
@@ -567,7 +608,11 @@ impl Rooms {
                 for (id, snapshot, _) in &plan.new {
                     state::put_snapshot::<Error>(&t[8], *id, snapshot)?;
                 }
-                if let Some(target) = pdu.redacts() {
+                // An event stored beside the timeline before (an outlier) now joins it.
+                t[16].delete(event_id.as_bytes())?;
+                if !effects.redaction_refused
+                    && let Some(target) = pdu.redacts()
+                {
                     t[9].put(target.as_bytes(), event_id.as_bytes().to_vec())?;
                 }
                 Self::apply_relation_write(&relation_write, &room_id, pos, &t[13], &t[14], &t[15])?;
@@ -578,16 +623,20 @@ impl Rooms {
         let mut position = 0;
         self.store.sequencer().commit(transaction, |pos| {
             position = pos;
-            if let Some((user, membership)) = &membership
-                && let Ok(user) = ruma::OwnedUserId::try_from(user.as_str())
+            if !memberships.is_empty()
                 && let Ok(mut cache) = self.interested.lock()
                 && let Some(users) = cache.get_mut(&room_id)
             {
                 let users = Arc::make_mut(users);
-                if interested(membership) {
-                    users.insert(user);
-                } else {
-                    users.remove(&user);
+                for (user, membership) in &memberships {
+                    let Ok(user) = ruma::OwnedUserId::try_from(user.as_str()) else {
+                        continue;
+                    };
+                    if interested(membership) {
+                        users.insert(user);
+                    } else {
+                        users.remove(&user);
+                    }
                 }
             }
             self.changes
@@ -596,6 +645,7 @@ impl Rooms {
                 .record(pos, &room_id);
             self.push_queue.push(room_id.clone(), event_id.clone(), pos);
             self.search_queue.push(pdu, pos);
+            self.appended.send_replace(pos);
         })?;
         for (id, _, full) in plan.new {
             self.snapshots.remember(id, Arc::new(full))?;

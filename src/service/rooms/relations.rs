@@ -42,6 +42,14 @@ pub(super) struct IndexWrite {
     remove: Option<Vec<u8>>,
 }
 
+impl IndexWrite {
+    /// Leaves a redacted child in the index: for a redaction that does not take effect.
+    pub(super) fn without_removal(mut self) -> Self {
+        self.remove = None;
+        self
+    }
+}
+
 /// A child found in the index at a stream position.
 pub type Child = (u64, ChildEntry);
 
