@@ -169,6 +169,25 @@ async fn late_joiner_backfills_the_history() {
         "the timeline follows the history"
     );
 
+    // A room whose history is for its members of the time only: Bob's server gets the earlier
+    // events redacted (their place in the DAG) and Bob sees none of them.
+    let private = public_room(
+        &pair.a,
+        &alice,
+        "members only",
+        json!({ "initial_state": [{
+            "type": "m.room.history_visibility",
+            "state_key": "",
+            "content": { "history_visibility": "joined" },
+        }] }),
+    )
+    .await;
+    send_messages(&pair.a, &alice, &private, "secret", 5).await;
+    join_via(&pair.b, &bob, &private, &pair.a).await;
+    let (events, _) = page_back(&pair.b, &bob, &private, 10).await;
+    assert!(bodies(&events).is_empty(), "{events:?}");
+    assert!(events.iter().any(|e| e["state_key"] == bob.id.as_str()));
+
     // The history is Bob's server's now: with Alice's server gone, the same pages come back.
     pair.a.stop().await;
     let (again, _) = page_back(&pair.b, &bob, &room, 25).await;

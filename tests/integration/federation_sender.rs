@@ -1,7 +1,8 @@
 //! The federation sender against a real second server: events of our users reach the other
 //! server in order, in transactions within the limits, exactly once, after the other server or
-//! this one was down; typing, public receipts and presence go out; a kicked server gets its
-//! kick and nothing after; nothing goes out with federation disabled.
+//! this one was down, and also when they were stored while the sender was not running; typing,
+//! public receipts and presence go out; a kicked server gets its kick and nothing after;
+//! nothing goes out with federation disabled.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -523,4 +524,76 @@ async fn federation_sender_stays_idle_when_federation_is_disabled() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sender.destinations().unwrap().is_empty());
     assert!(!sender.is_sending_to(remote));
+}
+
+#[tokio::test]
+async fn federation_sender_catches_up_on_events_stored_while_it_was_not_running() {
+    let mut pair = FederatedPair::start().await;
+    let (alice, _bob, room) = shared_room(&pair).await;
+    let room_id = RoomId::parse(&room).unwrap();
+    let alice_id = UserId::parse(&alice.id).unwrap();
+
+    // Events persisted with no fan-out running (as after a crash right after their commit):
+    // A's store is opened by itself and written to.
+    let closed = services(&pair.a).store.closed();
+    pair.a.stop().await;
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("A's store closes");
+    let store = open_closed_store(pair.a.data.path()).await;
+    let offline = roost::service::Services::build(pair.a.config.clone(), store).expect("services");
+    let texts: Vec<String> = (0..3).map(|i| format!("written offline {i}")).collect();
+    for text in &texts {
+        offline
+            .rooms
+            .append(
+                &room_id,
+                &alice_id,
+                roost::service::rooms::NewEvent::message(
+                    "m.room.message".into(),
+                    json!({ "msgtype": "m.text", "body": text }),
+                ),
+                None,
+            )
+            .await
+            .expect("the message is stored");
+    }
+    let closed = offline.store.closed();
+    offline.store.flush_blocking().expect("flush");
+    drop(offline);
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the offline store closes");
+
+    // A starts again: its fan-out resumes from its stored progress and B gets them.
+    let mut restarted = None;
+    for _ in 0..100 {
+        match roost::start(pair.a.config.clone()).await {
+            Ok(server) => {
+                restarted = Some(server);
+                break;
+            }
+            Err(roost::StartError::Storage(roost::storage::StorageError::Locked { .. })) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("A restarts: {e}"),
+        }
+    }
+    pair.a.ts.server = Some(restarted.expect("A restarts"));
+    wait_until(
+        "B has the messages written while A's sender was not running",
+        || {
+            bodies(&pair.b, &room)
+                .iter()
+                .filter(|b| b.starts_with("written offline"))
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    let seen: Vec<String> = bodies(&pair.b, &room)
+        .into_iter()
+        .filter(|b| b.starts_with("written offline"))
+        .collect();
+    assert_eq!(seen, texts);
 }

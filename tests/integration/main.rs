@@ -3,6 +3,7 @@
 
 mod child;
 mod common;
+mod federation_bad_input;
 mod federation_common;
 mod federation_forge;
 mod federation_keys;

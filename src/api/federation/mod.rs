@@ -25,7 +25,10 @@ use super::Routes;
 pub(crate) fn routes(routes: Routes) -> Routes {
     routes
         .route("/_matrix/federation/v1/version", get(version::version))
-        .route("/_matrix/federation/v1/send/{txn_id}", put(send::send_transaction))
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(send::send_transaction),
+        )
         .route(
             "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
             get(membership::make_join),

@@ -147,7 +147,13 @@ impl Services {
         let answer = self.federation.get(server, &path).await?;
         let events = parse_batch(&peer, room_id, version, &answer, limit)?;
         let history = self.history()?;
-        let wanted = self.reachable(&history, frontier, events)?;
+        let mut fresh = Vec::with_capacity(events.len());
+        for pdu in events {
+            if !self.in_history(&history, pdu.event_id())? {
+                fresh.push(pdu);
+            }
+        }
+        let wanted = reachable(frontier, fresh);
         let mut placed = Vec::new();
         for pdu in dependencies_first(wanted, |pdu| pdu.prev_events()) {
             let event_id = pdu.event_id().to_owned();
@@ -160,38 +166,6 @@ impl Services {
             }
         }
         Ok(placed)
-    }
-
-    /// The events of a batch reachable back from the frontier through prev events within the
-    /// batch, that are not in the history yet.
-    fn reachable(
-        &self,
-        history: &History,
-        frontier: &[OwnedEventId],
-        events: Vec<Pdu>,
-    ) -> Result<Vec<Pdu>> {
-        let mut by_id: HashMap<OwnedEventId, Pdu> = HashMap::new();
-        for pdu in events {
-            if !self.in_history(history, pdu.event_id())? {
-                by_id.insert(pdu.event_id().to_owned(), pdu);
-            }
-        }
-        let mut reached: HashSet<OwnedEventId> = HashSet::new();
-        let mut stack: Vec<OwnedEventId> = frontier.to_vec();
-        while let Some(id) = stack.pop() {
-            let Some(pdu) = by_id.get(&id) else {
-                continue;
-            };
-            if !reached.insert(id) {
-                continue;
-            }
-            stack.extend(pdu.prev_events().iter().cloned());
-        }
-        Ok(by_id
-            .into_iter()
-            .filter(|(id, _)| reached.contains(id))
-            .map(|(_, pdu)| pdu)
-            .collect())
     }
 
     /// Takes one backfilled event through the checks and stores it with the state before it.
@@ -278,6 +252,27 @@ impl Services {
     }
 }
 
+/// The events of a batch reachable back from the frontier through prev events within the batch:
+/// what a peer adds that is not history before what we have is left out.
+fn reachable(frontier: &[OwnedEventId], events: Vec<Pdu>) -> Vec<Pdu> {
+    let mut by_id: HashMap<OwnedEventId, Pdu> = events
+        .into_iter()
+        .map(|pdu| (pdu.event_id().to_owned(), pdu))
+        .collect();
+    let mut reached: HashSet<OwnedEventId> = HashSet::new();
+    let mut stack: Vec<OwnedEventId> = frontier.to_vec();
+    while let Some(id) = stack.pop() {
+        let Some(pdu) = by_id.get(&id) else {
+            continue;
+        };
+        if reached.insert(id) {
+            stack.extend(pdu.prev_events().iter().cloned());
+        }
+    }
+    by_id.retain(|id, _| reached.contains(id));
+    by_id.into_values().collect()
+}
+
 /// The events of a `/backfill` answer (a transaction), parsed as events of the room; at most
 /// `limit` are looked at, malformed ones are left out.
 fn parse_batch(
@@ -306,4 +301,40 @@ fn parse_batch(
         }
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::RoomVersionId;
+    use serde_json::json;
+
+    use super::*;
+    use crate::core::test_support::{TestRoom, user};
+
+    #[test]
+    fn only_history_behind_the_frontier_is_kept() {
+        let alice = user("alice");
+        let mut room = TestRoom::new(RoomVersionId::V12, &alice);
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let body = json!({ "msgtype": "m.text", "body": format!("m{i}") });
+            ids.push(room.send(&alice, "m.room.message", None, body).unwrap());
+        }
+        let all: Vec<Pdu> = room.pdus.values().cloned().collect();
+        let kept = |frontier: &[OwnedEventId]| -> HashSet<OwnedEventId> {
+            reachable(frontier, all.clone())
+                .iter()
+                .map(|pdu| pdu.event_id().to_owned())
+                .collect()
+        };
+        // From the third message back: it, the two before, the join and the create event.
+        let from_m2 = kept(&ids[2..3]);
+        assert_eq!(from_m2.len(), 5);
+        assert!(from_m2.contains(&ids[2]) && !from_m2.contains(&ids[3]));
+        assert!(from_m2.contains(&room.create_event_id()));
+        // Events the frontier does not lead to are not history we asked for.
+        assert!(kept(&[]).is_empty());
+        let unknown = OwnedEventId::try_from("$unknown").unwrap();
+        assert!(kept(&[unknown]).is_empty());
+    }
 }

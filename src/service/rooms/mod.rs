@@ -428,7 +428,8 @@ impl Rooms {
                 .cloned()
                 .collect(),
             auth_events: Vec::new(),
-            depth: UInt::try_from(info.depth + 1).map_err(Error::internal)?,
+            // Another server's event may carry the largest depth there is: stay at it.
+            depth: UInt::try_from(info.depth + 1).unwrap_or(UInt::MAX),
             origin_server_ts: MilliSecondsSinceUnixEpoch(
                 UInt::try_from(match room_id {
                     Some(_) => now_ms(),

@@ -80,16 +80,17 @@ impl Rooms {
         if let Some(record) = self.off_timeline(event_id)? {
             return Ok(Some(EventStanding::Beside(record.standing)));
         }
-        if let Some(meta) = self.event_meta(event_id)? {
-            return Ok(Some(match meta.stream_pos {
-                OUTLIER_POSITION => EventStanding::Beside(Standing::Outlier),
-                _ => EventStanding::Timeline,
-            }));
+        if let Some(meta) = self.event_meta(event_id)?
+            && meta.stream_pos != OUTLIER_POSITION
+        {
+            return Ok(Some(EventStanding::Timeline));
         }
-        Ok(self
-            .pdus
-            .contains(event_id.as_bytes())?
-            .then_some(EventStanding::Beside(Standing::Outlier)))
+        // Stored without a record: an outlier of a remote join (its meta at position 0), which
+        // carries its rejection in the event itself.
+        Ok(self.pdu(event_id)?.map(|pdu| match pdu.rejected() {
+            true => EventStanding::Beside(Standing::Rejected),
+            false => EventStanding::Beside(Standing::Outlier),
+        }))
     }
 
     /// The snapshot of the state after a stored event, when it is known: `Some(None)` is the

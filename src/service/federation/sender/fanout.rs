@@ -43,7 +43,21 @@ impl Services {
         self.store.durable_upto(upto).await?;
         let mut rooms: Vec<OwnedRoomId> = match self.rooms.rooms_changed_since(from) {
             Some(changed) => changed.into_iter().collect(),
-            None => self.rooms.room_ids()?,
+            // After a restart: the rooms with an event in the range (one seek each).
+            None => {
+                let mut rooms = Vec::new();
+                for room in self.rooms.room_ids()? {
+                    let end = upto.saturating_add(1);
+                    if !self
+                        .rooms
+                        .timeline_range(&room, from, end, false, 1)?
+                        .is_empty()
+                    {
+                        rooms.push(room);
+                    }
+                }
+                rooms
+            }
         };
         rooms.sort();
         while from < upto {
