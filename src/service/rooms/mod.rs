@@ -376,6 +376,14 @@ impl Rooms {
         let mut info = self
             .info(room_id)?
             .ok_or_else(|| Error::NotFound("no such room".into()))?;
+        // A room we only know from an invite or a knock (see `remote.rs`) has no events of its
+        // own to follow: joining it goes through one of its servers, never through a local
+        // append, which would start a second DAG.
+        if info.extremities.is_empty() {
+            return Err(Error::Forbidden(
+                "this server is not in the room: join it through one of its servers".into(),
+            ));
+        }
         let pdu = self.append_locked(&mut info, Some(room_id), sender, event, txn)?;
         // The next event of the room may be built while this one is being flushed: it can only
         // become durable after this one, and neither is acknowledged before.
