@@ -21,7 +21,8 @@ use roost::Config;
 use roost::service::federation::transport::Transport;
 use ruma::{OwnedServerName, ServerName};
 
-use crate::common::TestServer;
+use crate::common::{TestServer, User};
+use serde_json::Value;
 
 /// The federation port every test server listens on: server names are bare IP literals, which
 /// other servers reach on the default port.
@@ -223,4 +224,29 @@ impl FederatedPair {
         let b = FederatedServer::start_with(&ca, configure_b).await;
         Self { a, b, ca }
     }
+}
+
+/// Long polls of one second each; a sync condition not met after this many is a failure.
+pub const MAX_SYNCS: usize = 40;
+
+/// Syncs `u` from `since` (an initial sync when `None`) until `done` holds; answers that sync.
+pub async fn sync_from(
+    server: &TestServer,
+    u: &User,
+    mut since: Option<String>,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    for _ in 0..MAX_SYNCS {
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?since={token}&timeout=1000"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let (status, body) = server.get(&path, Some(&u.token)).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body) {
+            return body;
+        }
+        since = body["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("{} never saw what the test waits for", u.id);
 }

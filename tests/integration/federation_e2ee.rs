@@ -25,12 +25,9 @@ use ruma::{CanonicalJsonObject, UserId};
 use serde_json::{Value, json};
 
 use crate::common::{PASSWORD, TestServer, User, create_room, errcode, join, user};
-use crate::federation_common::{FederatedPair, FederatedServer};
+use crate::federation_common::{FederatedPair, FederatedServer, MAX_SYNCS, sync_from};
 use crate::federation_forge::{Origin, services, signed_request, unpublished_key};
 use crate::sdk::sdk_user;
-
-/// Long polls of one second each; a condition not met after this many is a failure.
-const MAX_SYNCS: usize = 40;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -195,28 +192,6 @@ async fn encrypted_chat_across_servers_with_matrix_sdk() {
 }
 
 // --- raw HTTP -----------------------------------------------------------------------------
-
-/// Syncs `u` from `since` (an initial sync when `None`) until `done` holds; answers that sync.
-async fn sync_from(
-    server: &TestServer,
-    u: &User,
-    mut since: Option<String>,
-    mut done: impl FnMut(&Value) -> bool,
-) -> Value {
-    for _ in 0..MAX_SYNCS {
-        let path = match &since {
-            Some(token) => format!("/_matrix/client/v3/sync?since={token}&timeout=1000"),
-            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
-        };
-        let (status, body) = server.get(&path, Some(&u.token)).await;
-        assert_eq!(status, 200, "{body}");
-        if done(&body) {
-            return body;
-        }
-        since = body["next_batch"].as_str().map(str::to_owned);
-    }
-    panic!("{} never saw what the test waits for", u.id);
-}
 
 async fn next_batch(server: &TestServer, u: &User) -> String {
     let body = sync_from(server, u, None, |_| true).await;

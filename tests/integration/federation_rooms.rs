@@ -10,38 +10,13 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomId, RoomVersionId, UserI
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, User, create_room, errcode, join, send_text, user};
-use crate::federation_common::{FederatedPair, FederatedServer};
+use crate::federation_common::{FederatedPair, FederatedServer, sync_from};
 use crate::federation_forge::{Origin, services, signed_request, unpublished_key};
-
-/// Long polls of one second each; a sync condition not met after this many is a failure.
-const MAX_SYNCS: usize = 40;
 
 /// Syncs `u` until `done` holds for one answer (an initial sync, then incremental ones from its
 /// token); returns that answer.
 async fn sync_until(server: &TestServer, u: &User, done: impl FnMut(&Value) -> bool) -> Value {
     sync_from(server, u, None, done).await
-}
-
-/// Like [`sync_until`], from the token `since` (what changed after it).
-async fn sync_from(
-    server: &TestServer,
-    u: &User,
-    mut since: Option<String>,
-    mut done: impl FnMut(&Value) -> bool,
-) -> Value {
-    for _ in 0..MAX_SYNCS {
-        let path = match &since {
-            Some(token) => format!("/_matrix/client/v3/sync?since={token}&timeout=1000"),
-            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
-        };
-        let (status, body) = server.get(&path, Some(&u.token)).await;
-        assert_eq!(status, 200, "{body}");
-        if done(&body) {
-            return body;
-        }
-        since = body["next_batch"].as_str().map(str::to_owned);
-    }
-    panic!("{} never saw what the test waits for", u.id);
 }
 
 /// Syncs `u` until the room's timeline has shown messages with all of `bodies`; returns the
