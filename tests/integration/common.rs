@@ -47,6 +47,14 @@ impl TestServer {
         }
     }
 
+    /// A plain HTTP client of its client API.
+    pub fn api(&self) -> crate::child::Api {
+        crate::child::Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -59,11 +67,7 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let api = crate::child::Api {
-            base: self.base.clone(),
-            http: self.http.clone(),
-        };
-        api.call(method, path, token, body).await
+        self.api().call(method, path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -21,6 +21,7 @@ use roost::Config;
 use roost::service::federation::transport::Transport;
 use ruma::{OwnedServerName, ServerName};
 
+use crate::child::Api;
 use crate::common::{TestServer, User};
 use serde_json::Value;
 
@@ -233,6 +234,16 @@ pub const MAX_SYNCS: usize = 40;
 pub async fn sync_from(
     server: &TestServer,
     u: &User,
+    since: Option<String>,
+    done: impl FnMut(&Value) -> bool,
+) -> Value {
+    sync_api(&server.api(), u, since, done).await
+}
+
+/// [`sync_from`] against any homeserver's client API.
+pub async fn sync_api(
+    api: &Api,
+    u: &User,
     mut since: Option<String>,
     mut done: impl FnMut(&Value) -> bool,
 ) -> Value {
@@ -241,7 +252,7 @@ pub async fn sync_from(
             Some(token) => format!("/_matrix/client/v3/sync?since={token}&timeout=1000"),
             None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
         };
-        let (status, body) = server.get(&path, Some(&u.token)).await;
+        let (status, body) = api.get(&path, Some(&u.token)).await;
         assert_eq!(status, 200, "{body}");
         if done(&body) {
             return body;

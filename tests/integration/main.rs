@@ -4,6 +4,7 @@
 mod child;
 mod common;
 mod federation_bad_input;
+mod federation_chat;
 mod federation_common;
 mod federation_forge;
 mod federation_keys;
@@ -33,6 +34,7 @@ mod federation_reads;
 mod federation_receive;
 mod federation_rooms;
 mod federation_sender;
+mod federation_synapse;
 mod federation_transport;
 mod fuzz_smoke;
 mod keys;

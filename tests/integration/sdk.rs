@@ -9,8 +9,13 @@ use crate::common::{PASSWORD, TestServer, errcode};
 
 /// A matrix-sdk client registered (dummy stage) as `name`.
 pub async fn sdk_user(server: &TestServer, name: &str) -> Client {
+    sdk_user_at(&server.base, name).await
+}
+
+/// Registers `name` (dummy stage) with the homeserver at `base` through matrix-sdk.
+pub async fn sdk_user_at(base: &str, name: &str) -> Client {
     let client = Client::builder()
-        .homeserver_url(&server.base)
+        .homeserver_url(base)
         .build()
         .await
         .unwrap();

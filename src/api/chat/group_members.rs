@@ -20,6 +20,7 @@ use super::group_model::{
 use super::users::{existing_user, parse_user};
 use crate::api::client::rooms::member_profile;
 use crate::api::extract::AppState;
+use crate::service::federation::membership::JoinRequest;
 use crate::service::rooms::NewEvent;
 use crate::service::rooms::create::member_event;
 
@@ -68,6 +69,7 @@ fn member_target(state: &AppState, room_id: &RoomId, raw: &str) -> ChatResult<ru
 }
 
 /// `POST /groups/{id}/join` → 200 Group: accepts the invitation (already joined: nothing to do).
+/// An invitation to a group of another server is accepted through that server (federation).
 pub(super) async fn join(
     State(state): State<AppState>,
     ChatAuth(auth): ChatAuth,
@@ -77,7 +79,18 @@ pub(super) async fn join(
     let (room_id, membership) = member_group(&state, user, &id)?;
     if membership == Membership::Invite {
         let profile = member_profile(&state, user)?;
-        set_membership(&state, &room_id, user, user, "join", profile).await?;
+        if state.is_remote_room(&room_id)? {
+            state
+                .join_remote(JoinRequest {
+                    user: user.clone(),
+                    room_id: room_id.clone(),
+                    servers: Vec::new(),
+                    content: profile,
+                })
+                .await?;
+        } else {
+            set_membership(&state, &room_id, user, user, "join", profile).await?;
+        }
     }
     Ok(Json(group_json(&state, &room_id, user)?))
 }
@@ -144,8 +157,13 @@ pub(super) async fn leave(
     ChatPath(id): ChatPath<String>,
 ) -> ChatResult<StatusCode> {
     let user = &auth.user_id;
-    let (room_id, _) = member_group(&state, user, &id)?;
-    set_membership(&state, &room_id, user, user, "leave", Map::new()).await?;
+    let (room_id, membership) = member_group(&state, user, &id)?;
+    if membership == Membership::Invite && state.is_remote_room(&room_id)? {
+        // Declined through the group's server, which holds the room.
+        state.leave_remote(&room_id, user, Map::new()).await?;
+    } else {
+        set_membership(&state, &room_id, user, user, "leave", Map::new()).await?;
+    }
     state.rooms.forget(&room_id, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

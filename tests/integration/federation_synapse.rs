@@ -1,0 +1,630 @@
+//! Interop with the reference homeserver, Synapse, on loopback over TLS.
+//!
+//! Opt-in: these tests run when `ROOST_TEST_SYNAPSE_PYTHON` names a Python interpreter that has
+//! Synapse installed (`python3 -m venv venv && venv/bin/pip install matrix-synapse`, then
+//! `ROOST_TEST_SYNAPSE_PYTHON=$PWD/venv/bin/python`); without it they say so and pass. Each test
+//! starts its own Synapse on a fresh loopback address with a certificate from the test's
+//! throwaway CA, beside a Roost server trusting the same CA (docs/federation.md, "Interop with
+//! Synapse").
+//!
+//! Covered: rooms of every stable version (1–12) created on Synapse and joined from Roost by
+//! invite and by alias, Roost rooms (10–12) joined from Synapse, messages both ways, history
+//! backfilled by a late joiner, typing, receipts, profiles, media both ways, a kick, and
+//! end-to-end encryption between matrix-sdk clients on the two servers.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use matrix_sdk::ruma::OwnedUserId;
+use serde_json::{Value, json};
+
+use crate::chat_common::enc;
+use crate::child::Api;
+use crate::common::User;
+use crate::federation_common::{FederatedServer, TestCa, fresh_loopback_ip, sync_api};
+use crate::federation_e2ee::{encrypted_room_across, receive, sdk_sync, send};
+use crate::sdk::sdk_user_at;
+
+/// The variable naming the Python interpreter with Synapse.
+const PYTHON_VAR: &str = "ROOST_TEST_SYNAPSE_PYTHON";
+
+/// The Python interpreter to run Synapse with, or `None` (the test is skipped) when unset.
+fn synapse_python() -> Option<String> {
+    let python = std::env::var(PYTHON_VAR).ok().filter(|p| !p.is_empty());
+    if python.is_none() {
+        eprintln!("skipped: set {PYTHON_VAR} to a Python with matrix-synapse installed");
+    }
+    python
+}
+
+/// A Synapse process serving federation (TLS) on `<ip>:8448` and the client API (plain HTTP)
+/// on `<ip>:8008`, with its files in a temporary directory. Dropping it kills the process.
+struct Synapse {
+    ip: Ipv4Addr,
+    api: Api,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Synapse {
+    async fn start(python: &str, ca: &TestCa) -> Self {
+        let ip = fresh_loopback_ip();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let (cert, key) = ca.issue(ip.into());
+        std::fs::write(d.join("cert.pem"), cert).expect("certificate");
+        std::fs::write(d.join("key.pem"), key).expect("key");
+        std::fs::write(d.join("ca.pem"), ca.pem()).expect("CA");
+        std::fs::write(d.join("log.yaml"), log_config(d)).expect("log config");
+        std::fs::write(d.join("homeserver.yaml"), homeserver_config(ip, d)).expect("config");
+        let config = d.join("homeserver.yaml");
+        // Generates the signing key, then exits.
+        let status = Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run Synapse to generate its keys");
+        assert!(status.success(), "Synapse could not generate its keys");
+        let out = std::fs::File::create(d.join("stdout.log")).expect("stdout file");
+        let child = Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .stdout(out.try_clone().expect("stdout file"))
+            .stderr(out)
+            .spawn()
+            .expect("start Synapse");
+        let mut synapse = Self {
+            ip,
+            api: Api::new(&format!("http://{ip}:8008")),
+            child,
+            dir,
+        };
+        synapse.wait_until_up().await;
+        synapse
+    }
+
+    /// Waits (at most a minute: the first start creates its database) for the client API.
+    async fn wait_until_up(&mut self) {
+        for _ in 0..240 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Synapse exited at start ({status})");
+            }
+            let up = self
+                .api
+                .try_call(reqwest::Method::GET, "/_matrix/client/versions", None, None)
+                .await;
+            if matches!(up, Ok((200, _))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("Synapse did not start within a minute");
+    }
+
+    fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.ip)
+    }
+
+    async fn user(&self, name: &str) -> User {
+        let (token, id) = self.api.register(name).await;
+        User { token, id }
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("homeserver.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- Synapse log (last lines, newest first) ---");
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Synapse's configuration: TLS federation listener with the test certificate, trusting the
+/// test CA, loopback destinations allowed, open registration, rate limits out of the way.
+fn homeserver_config(ip: Ipv4Addr, dir: &Path) -> String {
+    let d = dir.display();
+    let unlimited = "{per_second: 1000, burst_count: 1000}";
+    format!(
+        r#"server_name: "{ip}"
+pid_file: {d}/homeserver.pid
+report_stats: false
+listeners:
+  - port: 8448
+    bind_addresses: ['{ip}']
+    type: http
+    tls: true
+    resources: [{{names: [client, federation, media]}}]
+  - port: 8008
+    bind_addresses: ['{ip}']
+    type: http
+    tls: false
+    resources: [{{names: [client, media]}}]
+tls_certificate_path: {d}/cert.pem
+tls_private_key_path: {d}/key.pem
+federation_verify_certificates: true
+federation_custom_ca_list: [{d}/ca.pem]
+ip_range_blacklist: []
+ip_range_whitelist: ['127.0.0.0/8']
+database:
+  name: sqlite3
+  args:
+    database: {d}/homeserver.db
+log_config: {d}/log.yaml
+media_store_path: {d}/media
+signing_key_path: {d}/signing.key
+trusted_key_servers: []
+suppress_key_server_warning: true
+enable_registration: true
+enable_registration_without_verification: true
+registration_shared_secret: "interop-registration"
+macaroon_secret_key: "interop-macaroon"
+form_secret: "interop-form"
+rc_message: {unlimited}
+rc_room_creation: {unlimited}
+rc_registration: {unlimited}
+rc_joins: {{local: {unlimited}, remote: {unlimited}}}
+rc_login: {{address: {unlimited}, account: {unlimited}, failed_attempts: {unlimited}}}
+rc_invites: {{per_room: {unlimited}, per_user: {unlimited}, per_issuer: {unlimited}}}
+"#
+    )
+}
+
+fn log_config(dir: &Path) -> String {
+    format!(
+        r#"version: 1
+formatters:
+  precise:
+    format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(message)s'
+handlers:
+  file:
+    class: logging.FileHandler
+    formatter: precise
+    filename: {}/homeserver.log
+root:
+  level: INFO
+  handlers: [file]
+disable_existing_loggers: false
+"#,
+        dir.display()
+    )
+}
+
+// --- client API helpers working against either server --------------------------------------
+
+async fn create_room(api: &Api, u: &User, body: Value) -> String {
+    let (status, resp) = api
+        .post("/_matrix/client/v3/createRoom", Some(&u.token), body)
+        .await;
+    assert_eq!(status, 200, "createRoom on {}: {resp}", api.base);
+    resp["room_id"].as_str().expect("room_id").to_owned()
+}
+
+/// Joins a room by ID or alias; answers the room ID.
+async fn join(api: &Api, u: &User, room: &str) -> String {
+    let (status, resp) = api
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(room)),
+            Some(&u.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "{} joining {room} on {}: {resp}",
+        u.id, api.base
+    );
+    resp["room_id"].as_str().expect("room_id").to_owned()
+}
+
+async fn send_text(api: &Api, u: &User, room: &str, text: &str) -> String {
+    let txn = format!("t{}", rand_suffix());
+    let (status, resp) = api
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                enc(room)
+            ),
+            Some(&u.token),
+            json!({ "msgtype": "m.text", "body": text }),
+        )
+        .await;
+    assert_eq!(status, 200, "send on {}: {resp}", api.base);
+    resp["event_id"].as_str().expect("event_id").to_owned()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn joined<'a>(sync: &'a Value, room: &str) -> &'a Value {
+    &sync["rooms"]["join"][room]
+}
+
+fn timeline_has(sync: &Value, room: &str, text: &str) -> bool {
+    joined(sync, room)["timeline"]["events"]
+        .as_array()
+        .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == text))
+}
+
+/// Waits until `u` sees `text` in `room`'s timeline.
+async fn wait_for_text(api: &Api, u: &User, room: &str, text: &str) {
+    sync_api(api, u, None, |sync| timeline_has(sync, room, text)).await;
+}
+
+/// Waits until `u` is invited to `room`.
+async fn wait_for_invite(api: &Api, u: &User, room: &str) {
+    sync_api(api, u, None, |sync| {
+        !sync["rooms"]["invite"][room].is_null()
+    })
+    .await;
+}
+
+/// A message each way, each seen by the other side.
+async fn talk(roost: (&Api, &User), synapse: (&Api, &User), room: &str, tag: &str) {
+    let to_synapse = format!("{tag}: from Roost");
+    send_text(roost.0, roost.1, room, &to_synapse).await;
+    wait_for_text(synapse.0, synapse.1, room, &to_synapse).await;
+    let to_roost = format!("{tag}: from Synapse");
+    send_text(synapse.0, synapse.1, room, &to_roost).await;
+    wait_for_text(roost.0, roost.1, room, &to_roost).await;
+}
+
+async fn start_both(python: &str) -> (TestCa, FederatedServer, Synapse) {
+    let ca = TestCa::new();
+    let roost = FederatedServer::start(&ca).await;
+    let synapse = Synapse::start(python, &ca).await;
+    (ca, roost, synapse)
+}
+
+// --- the tests ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rooms_of_every_version_across_roost_and_synapse() {
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let (_ca, roost, synapse) = start_both(&python).await;
+    let r = roost.api();
+    let s = &synapse.api;
+    let alice = crate::common::user(&roost, "alice").await;
+    let bob = synapse.user("bob").await;
+
+    // Rooms created on Roost, joined from Synapse by invite.
+    for version in ["10", "11", "12"] {
+        let room = create_room(
+            &r,
+            &alice,
+            json!({ "preset": "private_chat", "room_version": version, "invite": [bob.id] }),
+        )
+        .await;
+        wait_for_invite(s, &bob, &room).await;
+        join(s, &bob, &room).await;
+        talk((&r, &alice), (s, &bob), &room, &format!("Roost v{version}")).await;
+    }
+
+    // Rooms created on Synapse: odd versions joined from Roost by invite, even ones by alias.
+    for version in 1..=12 {
+        let alias = format!("v{version}");
+        let invite: Vec<&str> = if version % 2 == 1 {
+            vec![&alice.id]
+        } else {
+            vec![]
+        };
+        let room = create_room(
+            s,
+            &bob,
+            json!({
+                "preset": "public_chat",
+                "room_version": version.to_string(),
+                "room_alias_name": alias,
+                "invite": invite,
+            }),
+        )
+        .await;
+        let joined = if version % 2 == 1 {
+            wait_for_invite(&r, &alice, &room).await;
+            join(&r, &alice, &room).await
+        } else {
+            join(&r, &alice, &format!("#{alias}:{}", synapse.ip)).await
+        };
+        assert_eq!(joined, room);
+        talk(
+            (&r, &alice),
+            (s, &bob),
+            &room,
+            &format!("Synapse v{version}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn history_typing_receipts_profiles_media_and_kicks_with_synapse() {
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let (_ca, roost, synapse) = start_both(&python).await;
+    let r = roost.api();
+    let s = &synapse.api;
+    let alice = crate::common::user(&roost, "alice").await;
+    let bob = synapse.user("bob").await;
+
+    // History written on Synapse before anyone from Roost is in the room: Alice's /messages
+    // backfills it from Synapse.
+    let room = create_room(
+        s,
+        &bob,
+        json!({ "preset": "public_chat", "room_alias_name": "lobby" }),
+    )
+    .await;
+    for i in 0..30 {
+        send_text(s, &bob, &room, &format!("early {i}")).await;
+    }
+    join(&r, &alice, &format!("#lobby:{}", synapse.ip)).await;
+    let mut seen = Vec::new();
+    let mut from = String::new();
+    for _ in 0..20 {
+        let (status, page) = r
+            .get(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10{from}",
+                    enc(&room)
+                ),
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        for event in page["chunk"].as_array().expect("chunk") {
+            if let Some(body) = event["content"]["body"].as_str() {
+                seen.push(body.to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) => from = format!("&from={end}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).rev().map(|i| format!("early {i}")).collect();
+    assert_eq!(
+        seen, expected,
+        "Alice reads the whole history, newest first"
+    );
+    talk((&r, &alice), (s, &bob), &room, "lobby").await;
+
+    // Typing, both ways.
+    let typing = |api: &Api, u: &User, on: bool| {
+        let api = api.clone();
+        let (token, id) = (u.token.clone(), u.id.clone());
+        let room = room.clone();
+        async move {
+            let (status, body) = api
+                .put(
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/typing/{}",
+                        enc(&room),
+                        enc(&id)
+                    ),
+                    Some(&token),
+                    json!({ "typing": on, "timeout": 30000 }),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let typing_users = |sync: &Value, room: &str| -> Vec<String> {
+        joined(sync, room)["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"] == "m.typing")
+            .flat_map(|e| {
+                e["content"]["user_ids"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect()
+    };
+    typing(s, &bob, true).await;
+    sync_api(&r, &alice, None, |sync| {
+        typing_users(sync, &room).contains(&bob.id)
+    })
+    .await;
+    typing(&r, &alice, true).await;
+    sync_api(s, &bob, None, |sync| {
+        typing_users(sync, &room).contains(&alice.id)
+    })
+    .await;
+
+    // A read receipt from Alice reaches Bob.
+    let last = send_text(s, &bob, &room, "read me").await;
+    wait_for_text(&r, &alice, &room, "read me").await;
+    let (status, body) = r
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&last)
+            ),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sync_api(s, &bob, None, |sync| {
+        joined(sync, &room)["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["type"] == "m.receipt" && !e["content"][&last]["m.read"][&alice.id].is_null()
+                })
+            })
+    })
+    .await;
+
+    // Profiles, looked up across.
+    let set_name = |api: &Api, u: &User, name: &str| {
+        let (api, token, id, name) = (api.clone(), u.token.clone(), u.id.clone(), name.to_owned());
+        async move {
+            let (status, body) = api
+                .put(
+                    &format!("/_matrix/client/v3/profile/{}/displayname", enc(&id)),
+                    Some(&token),
+                    json!({ "displayname": name }),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    set_name(s, &bob, "Bob on Synapse").await;
+    set_name(&r, &alice, "Alice on Roost").await;
+    let (status, profile) = r
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", enc(&bob.id)),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(
+        (status, &profile["displayname"]),
+        (200, &json!("Bob on Synapse"))
+    );
+    let (status, profile) = s
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", enc(&alice.id)),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(
+        (status, &profile["displayname"]),
+        (200, &json!("Alice on Roost"))
+    );
+
+    // Media uploaded on each server and downloaded through the other.
+    let upload = |api: &Api, u: &User, bytes: &'static [u8]| {
+        let (api, token) = (api.clone(), u.token.clone());
+        async move {
+            let resp = api
+                .http
+                .post(format!(
+                    "{}/_matrix/media/v3/upload?filename=f.bin",
+                    api.base
+                ))
+                .bearer_auth(token)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .expect("upload");
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.expect("upload answer");
+            body["content_uri"]
+                .as_str()
+                .expect("content_uri")
+                .to_owned()
+        }
+    };
+    let download = |api: &Api, u: &User, uri: String| {
+        let (api, token) = (api.clone(), u.token.clone());
+        async move {
+            let path = uri.strip_prefix("mxc://").expect("an mxc URI");
+            let resp = api
+                .http
+                .get(format!(
+                    "{}/_matrix/client/v1/media/download/{path}",
+                    api.base
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("download");
+            assert_eq!(resp.status(), 200, "download {uri} from {}", api.base);
+            resp.bytes().await.expect("media bytes").to_vec()
+        }
+    };
+    let from_synapse = upload(s, &bob, b"bytes stored on Synapse").await;
+    assert_eq!(
+        download(&r, &alice, from_synapse).await,
+        b"bytes stored on Synapse"
+    );
+    let from_roost = upload(&r, &alice, b"bytes stored on Roost").await;
+    assert_eq!(
+        download(s, &bob, from_roost).await,
+        b"bytes stored on Roost"
+    );
+
+    // A Roost room joined from Synapse by alias; Alice kicks Bob out of it.
+    let roost_room = create_room(
+        &r,
+        &alice,
+        json!({ "preset": "public_chat", "room_alias_name": "square" }),
+    )
+    .await;
+    let joined_room = join(s, &bob, &format!("#square:{}", roost.server_name())).await;
+    assert_eq!(joined_room, roost_room);
+    talk((&r, &alice), (s, &bob), &roost_room, "square").await;
+    let (status, body) = r
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/kick", enc(&roost_room)),
+            Some(&alice.token),
+            json!({ "user_id": bob.id, "reason": "testing" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sync_api(s, &bob, None, |sync| {
+        !sync["rooms"]["leave"][&roost_room].is_null()
+    })
+    .await;
+    let (status, body) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/after-kick",
+                enc(&roost_room)
+            ),
+            Some(&bob.token),
+            json!({ "msgtype": "m.text", "body": "still here?" }),
+        )
+        .await;
+    assert_eq!(status, 403, "Synapse knows Bob is out: {body}");
+}
+
+#[tokio::test]
+async fn encrypted_chat_between_roost_and_synapse_with_matrix_sdk() {
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let (_ca, roost, synapse) = start_both(&python).await;
+    let alice = sdk_user_at(&roost.base, "alice").await;
+    let bob = sdk_user_at(&synapse.api.base, "bob").await;
+    sdk_sync(&alice).await;
+    sdk_sync(&bob).await;
+    let bob_id = OwnedUserId::try_from(synapse.user_id("bob")).expect("user ID");
+    let alice_id = OwnedUserId::try_from(roost.user_id("alice")).expect("user ID");
+
+    // Alice (Roost) opens the encrypted room; then Bob (Synapse) opens one.
+    let room = encrypted_room_across(&alice, &bob, &bob_id).await;
+    send(&alice, &room, "hello from Roost").await;
+    receive(&bob, &room, "hello from Roost").await;
+    send(&bob, &room, "hello from Synapse").await;
+    receive(&alice, &room, "hello from Synapse").await;
+
+    let other = encrypted_room_across(&bob, &alice, &alice_id).await;
+    send(&bob, &other, "Synapse's room").await;
+    receive(&alice, &other, "Synapse's room").await;
+    send(&alice, &other, "answered from Roost").await;
+    receive(&bob, &other, "answered from Roost").await;
+}
