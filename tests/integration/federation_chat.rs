@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::chat_common::{enc, get, post, signup};
+use crate::chat_common::{code, enc, get, post, signup};
 use crate::common::{User, create_room, user};
 use crate::federation_common::{FederatedPair, sync_from};
 
@@ -19,7 +19,7 @@ fn membership_of(sync: &serde_json::Value, room: &str, who: &str) -> Option<Stri
 
 #[tokio::test]
 async fn chat_api_user_joins_and_declines_groups_of_another_server() {
-    let pair = FederatedPair::start().await;
+    let mut pair = FederatedPair::start().await;
     let alice = user(&pair.a, "alice").await;
     let bob = signup(&pair.b, "bob").await;
     let bob_matrix = User {
@@ -35,6 +35,12 @@ async fn chat_api_user_joins_and_declines_groups_of_another_server() {
         json!({ "preset": "private_chat", "name": "Hikers", "invite": [bob.user_id] }),
     )
     .await;
+    let runners = create_room(
+        &pair.a,
+        &alice,
+        json!({ "preset": "private_chat", "name": "Runners", "invite": [bob.user_id] }),
+    )
+    .await;
     let climbers = create_room(
         &pair.a,
         &alice,
@@ -42,7 +48,7 @@ async fn chat_api_user_joins_and_declines_groups_of_another_server() {
     )
     .await;
     sync_from(&pair.b, &bob_matrix, None, |sync| {
-        [&hikers, &climbers]
+        [&hikers, &climbers, &runners]
             .iter()
             .all(|room| !sync["rooms"]["invite"][room.as_str()].is_null())
     })
@@ -93,11 +99,29 @@ async fn chat_api_user_joins_and_declines_groups_of_another_server() {
     .await;
     let (status, body) = get(&pair.b, "/groups", &bob.token).await;
     assert_eq!(status, 200, "{body}");
-    let ids: Vec<_> = body["groups"]
+    let mut ids: Vec<_> = body["groups"]
         .as_array()
         .expect("groups")
         .iter()
         .map(|g| g["id"].clone())
         .collect();
-    assert_eq!(ids, vec![json!(hikers)], "{body}");
+    ids.sort_by_key(|id| id.to_string());
+    let mut expected = vec![json!(hikers), json!(runners)];
+    expected.sort_by_key(|id| id.to_string());
+    assert_eq!(ids, expected, "{body}");
+
+    // With Alice's server down, accepting its invitation fails as unreachable and changes
+    // nothing: the invitation is still there to accept later.
+    pair.a.stop().await;
+    let (status, body) = post(
+        &pair.b,
+        &format!("/groups/{}/join", enc(&runners)),
+        &bob.token,
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (502, "unreachable"), "{body}");
+    let (status, body) = get(&pair.b, &format!("/groups/{}", enc(&runners)), &bob.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["my_membership"], "invite", "{body}");
 }

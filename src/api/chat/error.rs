@@ -94,6 +94,10 @@ fn code_of(error: &Error, status: StatusCode) -> &'static str {
         SecondFactorRequired { .. } => "mfa_required",
         Conflict(_) | RoomInUse(_) | CannotOverwriteMedia(_) => "conflict",
         DuplicateAnnotation(_) => "duplicate_reaction",
+        // Another homeserver (the one holding a group of another server) could not be reached
+        // or failed; its refusals (4xx) keep their own codes above.
+        Unreachable(_) => "unreachable",
+        Remote { .. } if status.is_server_error() => "unreachable",
         _ if status == StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ if status.is_server_error() => "internal",
         _ => "invalid_request",
@@ -103,7 +107,12 @@ fn code_of(error: &Error, status: StatusCode) -> &'static str {
 impl From<Error> for ChatError {
     fn from(error: Error) -> Self {
         let (status, _) = error.status_and_code();
-        if status.is_server_error() && !matches!(error, Error::NotYetUploaded(_)) {
+        if status.is_server_error()
+            && !matches!(
+                error,
+                Error::NotYetUploaded(_) | Error::Unreachable(_) | Error::Remote { .. }
+            )
+        {
             tracing::error!(error = %error, "chat request failed");
         }
         // The Matrix body already hides internal details (storage errors and the like).
