@@ -92,6 +92,7 @@ impl Bench {
                 name: None,
                 topic: None,
                 invite: Vec::new(),
+                remote_invite: Vec::new(),
                 is_direct: false,
                 alias: None,
                 publish: false,

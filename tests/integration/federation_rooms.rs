@@ -95,6 +95,16 @@ async fn direct_chat_across_servers() {
         of_type("m.room.create").expect("the create event")["sender"],
         alice.id.as_str()
     );
+    // `trusted_private_chat`: the invitee of the other server gets the creator's power too.
+    let (status, levels) = pair
+        .a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{levels}");
+    assert_eq!(levels["users"][&bob.id], 100, "{levels}");
     assert_eq!(
         membership(&pair.a, &room, &bob.id).as_deref(),
         Some("invite")

@@ -195,6 +195,7 @@ async fn create(
             name: Some(name),
             topic,
             invite,
+            remote_invite: Vec::new(),
             is_direct: false,
             alias: None,
             publish: false,

@@ -134,6 +134,7 @@ pub async fn create_room(
             name: body.name,
             topic: body.topic,
             invite,
+            remote_invite: remote_invite.clone(),
             is_direct: body.is_direct,
             alias: alias.map(|a| reserve_alias(&state, a)).transpose()?,
             publish,

@@ -263,6 +263,7 @@ impl Services {
                 name: None,
                 topic: None,
                 invite: vec![peer.to_owned()],
+                remote_invite: Vec::new(),
                 is_direct: true,
                 alias: None,
                 publish: false,

@@ -48,6 +48,10 @@ pub struct CreateRoom {
     pub name: Option<String>,
     pub topic: Option<String>,
     pub invite: Vec<OwnedUserId>,
+    /// Users of other servers the caller invites once the room exists (their servers must sign
+    /// the invite, so no event is made for them here); under `trusted_private_chat` they get the
+    /// same power as local invitees.
+    pub remote_invite: Vec<OwnedUserId>,
     pub is_direct: bool,
     /// The alias (reserved beforehand) that maps to the room and becomes its canonical alias.
     pub alias: Option<Reservation>,
@@ -189,7 +193,7 @@ fn power_levels(request: &CreateRoom, v12: bool) -> Map<String, Value> {
         users.insert(request.creator.to_string(), json!(100));
     }
     if request.preset == Preset::TrustedPrivateChat {
-        for invitee in &request.invite {
+        for invitee in request.invite.iter().chain(&request.remote_invite) {
             users.insert(invitee.to_string(), json!(100));
         }
     }

@@ -174,6 +174,7 @@ impl Rooms {
             name: None,
             topic: None,
             invite: Vec::new(),
+            remote_invite: Vec::new(),
             is_direct: false,
             alias: None,
             publish: false,
