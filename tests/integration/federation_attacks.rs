@@ -3,12 +3,14 @@
 //! Requests that are not properly signed are refused whole (401).
 
 use axum::http;
+use roost::core::Pdu;
 use roost::service::rooms::outlier::{EventStanding, Standing};
+use ruma::events::StateEventType;
 use ruma::{OwnedRoomId, ServerName};
 use serde_json::{Value, json};
 
-use crate::common::{User, user};
-use crate::federation_common::{FederatedPair, FederatedServer};
+use crate::common::{User, create_room, send_text, user};
+use crate::federation_common::{FederatedPair, FederatedServer, sync_from};
 use crate::federation_forge::{
     Draft, Origin, assert_refused, assert_taken, message_bodies, picture, public_room,
     send_transaction, services, signed_request, unpublished_key, wire, with_content,
@@ -441,4 +443,218 @@ async fn federation_attack_server_banned_by_acl_is_ignored() {
             .typers(&room.room)
             .is_none_or(|(users, _)| users.is_empty())
     );
+}
+
+/// A `send_join` that names one of our members as the authoriser of a restricted join, built
+/// without our `make_join`: countersigned only when the allow conditions hold (the user is in an
+/// allowed room) and the member named may let users in.
+#[tokio::test]
+async fn federation_attack_restricted_join_outside_the_allowed_rooms_is_not_countersigned() {
+    let pair = FederatedPair::start().await;
+    let (a, b) = (&pair.a, Origin::new(&pair.b));
+    // Bob of B is in the lobby; dave of B is not.
+    let room_in_lobby = room_with_bob(a, &b).await;
+    let alice = room_in_lobby.alice;
+    let lobby = room_in_lobby.room;
+    let bob = room_in_lobby.bob;
+    let dave = b.user("dave");
+    // Carol is joined but may not invite (invite needs 50); dan is not in the room.
+    let carol = user(a, "carol").await;
+    let dan = user(a, "dan").await;
+    let restricted = OwnedRoomId::try_from(
+        create_room(
+            a,
+            &alice,
+            json!({
+                "preset": "private_chat",
+                "room_version": "12",
+                "power_level_content_override": { "invite": 50 },
+                "initial_state": [{
+                    "type": "m.room.join_rules",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{ "type": "m.room_membership", "room_id": lobby }],
+                    },
+                }],
+            }),
+        )
+        .await,
+    )
+    .unwrap();
+    for (path, who) in [("invite", &alice), ("join", &carol)] {
+        let (status, body) = a
+            .post(
+                &format!("/_matrix/client/v3/rooms/{restricted}/{path}"),
+                Some(&who.token),
+                json!({ "user_id": carol.id }),
+            )
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let before = picture(a, &restricted);
+    let join_of = |user: &str, authoriser: &str| {
+        b.event(
+            a,
+            &restricted,
+            Draft::state(
+                user,
+                "m.room.member",
+                user,
+                json!({ "membership": "join", "join_authorised_via_users_server": authoriser }),
+            ),
+        )
+    };
+    let send_join = |pdu: &Pdu| {
+        let b = &b;
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{restricted}/{}",
+            pdu.event_id()
+        );
+        let body = wire(pdu);
+        async move {
+            signed_request(
+                a,
+                b.name(),
+                b.key(),
+                None,
+                http::Method::PUT,
+                &path,
+                Some(&body),
+            )
+            .await
+        }
+    };
+
+    // Dave is in no allowed room; carol may not invite; dan is not a member.
+    for (joiner, authoriser) in [(&dave, &alice.id), (&bob, &carol.id), (&bob, &dan.id)] {
+        let join = join_of(joiner, authoriser);
+        let (status, answer) = send_join(&join).await;
+        assert_eq!(
+            (status, answer["errcode"].as_str()),
+            (403, Some("M_FORBIDDEN")),
+            "{joiner} through {authoriser}: {answer}"
+        );
+        assert_eq!(standing(a, join.event_id()), None, "not stored");
+        assert_eq!(picture(a, &restricted), before);
+    }
+    let services = services(a);
+    let dave_id = ruma::UserId::parse(&dave).unwrap();
+    assert_eq!(
+        services.rooms.membership(&restricted, &dave_id).unwrap(),
+        None
+    );
+
+    // Bob is in the lobby: his join through alice is countersigned and taken.
+    let join = join_of(&bob, &alice.id);
+    let (status, answer) = send_join(&join).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["event"]["signatures"][a.name.as_str()].is_object(),
+        "countersigned: {answer}"
+    );
+    let bob_id = ruma::UserId::parse(&bob).unwrap();
+    assert_eq!(
+        services
+            .rooms
+            .membership(&restricted, &bob_id)
+            .unwrap()
+            .as_deref(),
+        Some("join")
+    );
+}
+
+/// Events pushed for a room this server only knows from an invite (no user of ours joined):
+/// refused one by one, before anything is fetched for them, and the invite stays as it was.
+#[tokio::test]
+async fn federation_attack_events_of_a_room_we_are_only_invited_to_are_refused() {
+    let pair = FederatedPair::start().await;
+    let (a, b) = (&pair.a, Origin::new(&pair.b));
+    let alice = user(a, "alice").await;
+    let bob = user(&pair.b, "bob").await;
+    let room = create_room(
+        &pair.b,
+        &bob,
+        json!({ "preset": "public_chat", "room_version": "12" }),
+    )
+    .await;
+    let (status, body) = pair
+        .b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&bob.token),
+            json!({ "user_id": alice.id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let invited = sync_from(a, &alice, None, |sync| {
+        sync["rooms"]["invite"].get(&room).is_some()
+    })
+    .await;
+    let room_id = OwnedRoomId::try_from(room.as_str()).unwrap();
+    let before = picture(a, &room_id);
+    assert!(before.extremities.is_empty(), "a placeholder: {before:?}");
+
+    // A message of bob's following the invite, citing only what the invite described: A
+    // has every event it references.
+    let invite = services(a)
+        .rooms
+        .state_event(&room_id, &StateEventType::RoomMember, &alice.id)
+        .unwrap()
+        .expect("the invite");
+    let after_invite = b.event(
+        a,
+        &room_id,
+        Draft::message(&bob.id, "after the invite").after(&invite),
+    );
+    // Two messages on B (which does not send them to A: no user of A is joined); only the
+    // second is pushed, so that taking it would mean pulling the first from B.
+    let on_b = services(&pair.b);
+    let mut sent = Vec::new();
+    for body in ["first", "second"] {
+        let (status, answer) = send_text(&pair.b, &bob, &room, body, body).await;
+        assert_eq!(status, 200, "{answer}");
+        let event_id = ruma::OwnedEventId::try_from(answer["event_id"].as_str().unwrap()).unwrap();
+        sent.push((*on_b.rooms.pdu(&event_id).unwrap().unwrap()).clone());
+    }
+    // Auth events of the message A lacks (the invite only described the room).
+    let unknown_auth: Vec<_> = sent[1]
+        .auth_events()
+        .iter()
+        .filter(|id| standing(a, id).is_none())
+        .cloned()
+        .collect();
+    assert!(!unknown_auth.is_empty());
+    let (status, answer) = b
+        .send(a, "uninvited", &[&after_invite, &sent[1]], vec![])
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_refused(&answer, &after_invite);
+    assert_refused(&answer, &sent[1]);
+    for pdu in [&after_invite, &sent[0], &sent[1]] {
+        assert_eq!(standing(a, pdu.event_id()), None, "not stored, not pulled");
+    }
+    for id in &unknown_auth {
+        assert_eq!(standing(a, id), None, "the auth event {id} was not fetched");
+    }
+    assert_eq!(picture(a, &room_id), before);
+    // Alice's client still sees the invite, and nothing else of the room.
+    let since = invited["next_batch"].as_str().map(str::to_owned);
+    let (status, sync) = a
+        .get(
+            &format!(
+                "/_matrix/client/v3/sync?since={}&timeout=0",
+                since.unwrap_or_default()
+            ),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{sync}");
+    assert!(sync["rooms"]["join"].get(&room).is_none(), "{sync}");
+    assert!(sync["rooms"]["leave"].get(&room).is_none(), "{sync}");
+    let (status, sync) = a
+        .get("/_matrix/client/v3/sync?timeout=0", Some(&alice.token))
+        .await;
+    assert_eq!(status, 200, "{sync}");
+    assert!(sync["rooms"]["invite"].get(&room).is_some(), "{sync}");
+    assert!(sync["rooms"]["join"].get(&room).is_none(), "{sync}");
 }

@@ -463,6 +463,27 @@ async fn read_endpoints_for_a_server_in_the_room() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["origin_server_ts"].as_u64().is_some());
+    // A time inside the room's history, both ways, and times beyond either end.
+    let (_, middle) = get_as_b(&pair, &format!("/_matrix/federation/v1/event/{}", m(15))).await;
+    let ts = middle["pdus"][0]["origin_server_ts"].as_u64().expect("ts");
+    for dir in ["f", "b"] {
+        let (status, body) = get_as_b(
+            &pair,
+            &format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts={ts}&dir={dir}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        // That message, or one sent in the same millisecond.
+        assert_eq!(body["origin_server_ts"].as_u64(), Some(ts), "{dir}: {body}");
+    }
+    for (ts, dir) in [(1, "b"), (u64::MAX / 2, "f")] {
+        let (status, body) = get_as_b(
+            &pair,
+            &format!("/_matrix/federation/v1/timestamp_to_event/{room}?ts={ts}&dir={dir}"),
+        )
+        .await;
+        assert_eq!((status, errcode(&body)), (404, "M_NOT_FOUND"), "{body}");
+    }
 
     // Requests that are wrong.
     for (path, expected) in [

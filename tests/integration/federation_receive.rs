@@ -297,10 +297,25 @@ async fn federation_receive_resolves_state_across_a_gap() {
         None
     );
 
+    // Another room's state never becomes the state at the event.
+    let other = public_room(a, &alice, "12").await;
+    let other_state = (*services.rooms.current_state(&other).unwrap()).clone();
+    assert!(
+        services
+            .rooms
+            .store_gap_event(&other, &missing, other_state)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        services.rooms.event_standing(missing.event_id()).unwrap(),
+        None
+    );
+
     // The receiver stores `missing` with the state a peer gives for it (bob joined).
     services
         .rooms
-        .store_gap_event(&missing, state_at_join.clone())
+        .store_gap_event(&room, &missing, state_at_join.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -395,7 +410,7 @@ async fn federation_receive_fills_a_gap_from_the_origin() {
             Draft::message(&bob.id, &format!("lost {i}")).after(&prev),
         );
         on_b.rooms
-            .store_gap_event(&event, state.clone())
+            .store_gap_event(&room, &event, state.clone())
             .await
             .unwrap();
         prev = event.clone();
@@ -403,7 +418,7 @@ async fn federation_receive_fills_a_gap_from_the_origin() {
     }
     let tip = b.event(b_server, &room, Draft::message(&bob.id, "tip").after(&prev));
     on_b.rooms
-        .store_gap_event(&tip, state.clone())
+        .store_gap_event(&room, &tip, state.clone())
         .await
         .unwrap();
 

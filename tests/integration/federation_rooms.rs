@@ -95,6 +95,30 @@ async fn direct_chat_across_servers() {
         of_type("m.room.create").expect("the create event")["sender"],
         alice.id.as_str()
     );
+    // Profile queries: a field Alice has not set is left out of a 200 answer.
+    let b = Origin::new(&pair.b);
+    let query = |field: &str| {
+        format!(
+            "/_matrix/federation/v1/query/profile?user_id={}&field={field}",
+            alice.id.replace('@', "%40").replace(':', "%3A")
+        )
+    };
+    for (field, expected) in [
+        ("displayname", json!({ "displayname": "Alice of A" })),
+        ("avatar_url", json!({})),
+    ] {
+        let answer = signed_request(
+            &pair.a,
+            b.name(),
+            b.key(),
+            None,
+            Method::GET,
+            &query(field),
+            None,
+        )
+        .await;
+        assert_eq!(answer, (200, expected), "{field}");
+    }
     // `trusted_private_chat`: the invitee of the other server gets the creator's power too.
     let (status, levels) = pair
         .a

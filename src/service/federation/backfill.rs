@@ -28,6 +28,7 @@ use super::receiver::order::dependencies_first;
 use crate::core::{self, Pdu, StateMap, pdu::MAX_PREV_EVENTS};
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::service::rooms::outlier::{EventStanding, Standing};
 use crate::util::now_ms;
 
@@ -144,7 +145,7 @@ impl Services {
             path.push_str("&v=");
             path.push_str(&encode(id.as_str()));
         }
-        let answer = self.federation.get(server, &path).await?;
+        let answer = self.federation.get(server, &path, Limit::Batch).await?;
         let events = parse_batch(&peer, room_id, version, &answer, limit)?;
         let history = self.history()?;
         let mut fresh = Vec::with_capacity(events.len());
@@ -174,6 +175,8 @@ impl Services {
     async fn place_backfilled(&self, peer: &Peer<'_>, pdu: Pdu) -> Result<Option<Pdu>> {
         let rooms = &self.rooms;
         let event_id = pdu.event_id().to_owned();
+        // The room the peer gave the event for (checked when the batch was parsed).
+        let room_id = pdu.room_id().to_owned();
         let (pdu, stored) = match rooms.event_standing(&event_id)? {
             Some(EventStanding::Beside(Standing::Outlier)) => match rooms.pdu(&event_id)? {
                 Some(stored) => ((*stored).clone(), true),
@@ -216,7 +219,9 @@ impl Services {
             Err(e) => return Err(e.into()),
         }
         if rooms.state_after_event(&event_id)?.is_none() {
-            rooms.store_gap_event(&pdu, (*state_before).clone()).await?;
+            rooms
+                .store_gap_event(&room_id, &pdu, (*state_before).clone())
+                .await?;
         }
         Ok(Some(pdu))
     }

@@ -6,7 +6,7 @@
 //! keys (`old_verify_keys`) are good for anything signed before they expired.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -27,6 +27,15 @@ pub const PUBLISHED_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// After a failed fetch of a server's keys, the next one waits this long, so that requests
 /// naming keys nobody published cannot make us hammer a server (or a notary).
 const REFETCH_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// The longest a key of another server is trusted from when we fetch it, whatever
+/// `valid_until_ts` it claims (room versions 5 on: "the lesser of `valid_until_ts` and 7 days
+/// into the future"), so that a key published as valid for years is checked again.
+pub const MAX_REMOTE_KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The most servers whose failed key fetch is remembered: requests from made-up origins each
+/// make a fetch fail, and must not grow the memory of failures without end.
+const MAX_FAILED_SERVERS: usize = 10_000;
 
 /// The largest key response read.
 pub(super) const MAX_KEY_RESPONSE_BYTES: usize = 256 * 1024;
@@ -63,9 +72,11 @@ pub struct ServerKeys {
     cache: Tree,
     /// server → its latest key response as it signed it (what we answer as a notary).
     responses: Tree,
-    /// Servers whose keys are being fetched: concurrent lookups wait for one fetch.
-    inflight: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
-    /// When a fetch of a server's keys last failed.
+    /// Servers whose keys are being fetched: concurrent lookups wait for one fetch. Weak, so
+    /// that a lock nobody holds any more is dropped (see [`ServerKeys::fetch_lock`]).
+    inflight: Mutex<HashMap<OwnedServerName, Weak<tokio::sync::Mutex<()>>>>,
+    /// When a fetch of a server's keys last failed (within [`REFETCH_AFTER_FAILURE`], at most
+    /// [`MAX_FAILED_SERVERS`] servers).
     failed: Mutex<HashMap<OwnedServerName, Instant>>,
 }
 
@@ -164,7 +175,7 @@ impl ServerKeys {
 
     /// Checks a key response of `server` (its own, or relayed by a notary) and stores it: it must
     /// name the server, be signed by every current key it lists, and those keys replace what we
-    /// had. Returns the keys it holds.
+    /// had, valid for at most [`MAX_REMOTE_KEY_VALIDITY`] from now. Returns the keys it holds.
     pub fn accept_response(
         &self,
         server: &ServerName,
@@ -185,13 +196,18 @@ impl ServerKeys {
                 "the key response of {server} lists no key"
             )));
         }
+        // Kept until the lesser of what the server claims and seven days from now; the signed
+        // response itself (kept for notary answers) stays as the server signed it.
+        let valid_until_ts = parsed
+            .valid_until_ts
+            .min(now_ms().saturating_add(MAX_REMOTE_KEY_VALIDITY.as_millis() as u64));
         let mut records = BTreeMap::new();
         for (key_id, key) in &parsed.verify_keys {
             records.insert(
                 key_id.clone(),
                 KeyRecord {
                     key: key.key.clone(),
-                    valid_until_ts: parsed.valid_until_ts,
+                    valid_until_ts,
                     expired_ts: None,
                 },
             );
@@ -240,10 +256,19 @@ impl ServerKeys {
         Ok(records)
     }
 
-    /// The lock that makes concurrent lookups of one server's keys share one fetch.
+    /// The lock that makes concurrent lookups of one server's keys share one fetch. The map
+    /// keeps it only while someone holds it: locks of finished fetches are forgotten whenever a
+    /// new one is made, so the map holds no more servers than are being fetched at once (each
+    /// request with a new `X-Matrix` origin starts a fetch).
     pub(super) fn fetch_lock(&self, server: &ServerName) -> Arc<tokio::sync::Mutex<()>> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        inflight.entry(server.to_owned()).or_default().clone()
+        if let Some(lock) = inflight.get(server).and_then(Weak::upgrade) {
+            return lock;
+        }
+        inflight.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        inflight.insert(server.to_owned(), Arc::downgrade(&lock));
+        lock
     }
 
     /// Whether a fetch of the server's keys failed too recently to try again.
@@ -254,13 +279,27 @@ impl ServerKeys {
             .is_some_and(|at| at.elapsed() < REFETCH_AFTER_FAILURE)
     }
 
+    /// Remembers a failed fetch of the server's keys, or forgets it after one that worked.
+    /// Failures past their retry window are dropped when one is added, and at most
+    /// [`MAX_FAILED_SERVERS`] are kept (the oldest goes first).
     pub(super) fn record_failure(&self, server: &ServerName, failed: bool) {
         let mut map = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if failed {
-            map.insert(server.to_owned(), Instant::now());
-        } else {
+        if !failed {
             map.remove(server);
+            return;
         }
+        let now = Instant::now();
+        map.retain(|_, at| now.duration_since(*at) < REFETCH_AFTER_FAILURE);
+        if map.len() >= MAX_FAILED_SERVERS
+            && !map.contains_key(server)
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(name, _)| name.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(server.to_owned(), now);
     }
 }
 
@@ -376,5 +415,100 @@ mod tests {
             peer.accept_response(ruma::server_name!("a.test"), &tampered)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn remote_keys_are_kept_for_at_most_seven_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys_in(dir.path());
+        let mut response: Value = CanonicalJsonValue::Object(keys.own_response().unwrap()).into();
+        // The same keys, claimed valid for a year, signed again.
+        let year = 365 * 24 * 3600 * 1000;
+        response["valid_until_ts"] = json!(now_ms() + year);
+        response.as_object_mut().unwrap().remove("signatures");
+        let response = keys.sign(response).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let peer = keys_in(other.path());
+        let before = now_ms();
+        let records = peer
+            .accept_response(ruma::server_name!("a.test"), &response)
+            .unwrap();
+        let week = MAX_REMOTE_KEY_VALIDITY.as_millis() as u64;
+        let (key_id, record) = records.iter().next().unwrap();
+        assert!(record.valid_until_ts >= before + week, "{record:?}");
+        assert!(record.valid_until_ts <= now_ms() + week, "{record:?}");
+        let cached = peer
+            .cached(ruma::server_name!("a.test"), key_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cached.valid_until_ts, record.valid_until_ts);
+        assert!(!cached.good_at(Some(before + 8 * 24 * 3600 * 1000)));
+        // What we relay as a notary stays as the server signed it.
+        let stored = peer
+            .stored_response(ruma::server_name!("a.test"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(valid_until(&stored), valid_until(&response));
+        // A shorter validity is kept as it is.
+        let short = keys.own_response().unwrap();
+        let records = peer
+            .accept_response(ruma::server_name!("a.test"), &short)
+            .unwrap();
+        assert_eq!(
+            records.values().next().unwrap().valid_until_ts,
+            valid_until(&short)
+        );
+    }
+
+    #[test]
+    fn fetch_locks_are_shared_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys_in(dir.path());
+        let first = keys.fetch_lock(ruma::server_name!("b.test"));
+        let again = keys.fetch_lock(ruma::server_name!("b.test"));
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "one fetch per server at a time"
+        );
+        drop((first, again));
+        for i in 0..100 {
+            let server = OwnedServerName::try_from(format!("s{i}.test")).unwrap();
+            drop(keys.fetch_lock(&server));
+        }
+        let held = keys.fetch_lock(ruma::server_name!("c.test"));
+        let inflight = keys.inflight.lock().unwrap();
+        assert_eq!(inflight.len(), 1, "only the fetch under way is kept");
+        assert!(inflight.contains_key(ruma::server_name!("c.test")));
+        drop(held);
+    }
+
+    #[test]
+    fn failures_expire_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys_in(dir.path());
+        let long_ago = Instant::now()
+            .checked_sub(REFETCH_AFTER_FAILURE + Duration::from_secs(1))
+            .unwrap();
+        keys.failed
+            .lock()
+            .unwrap()
+            .insert(ruma::server_name!("old.test").to_owned(), long_ago);
+        keys.record_failure(ruma::server_name!("new.test"), true);
+        assert!(keys.recently_failed(ruma::server_name!("new.test")));
+        assert!(
+            !keys
+                .failed
+                .lock()
+                .unwrap()
+                .contains_key(ruma::server_name!("old.test")),
+            "past its retry window"
+        );
+        for i in 0..MAX_FAILED_SERVERS + 10 {
+            let server = OwnedServerName::try_from(format!("s{i}.test")).unwrap();
+            keys.record_failure(&server, true);
+        }
+        assert_eq!(keys.failed.lock().unwrap().len(), MAX_FAILED_SERVERS);
+        keys.record_failure(ruma::server_name!("s5.test"), false);
+        assert!(!keys.recently_failed(ruma::server_name!("s5.test")));
     }
 }

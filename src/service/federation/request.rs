@@ -9,25 +9,67 @@ use serde_json::Value;
 use super::Federation;
 use crate::error::{Error, Result};
 
-/// The largest JSON answer read from another server (a `send_join` answer of a big room is
-/// several MB).
-pub const MAX_JSON_RESPONSE_BYTES: usize = 64 << 20;
+/// How large a JSON answer of another server may be, by what the request asks for: a peer must
+/// not make us read and parse tens of MiB where a few KiB are due. Beyond the limit the answer
+/// is an error (`Error::Unreachable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// One event (`/event`), an event template (`make_join`, `make_leave`, `make_knock`), a
+    /// query (`/query/*`), a user's devices or keys, a transaction's or invite's answer: 1 MiB.
+    Small,
+    /// A batch of events or event IDs (`/get_missing_events`, `/backfill`, `/state_ids`,
+    /// `/event_auth`, a knock's description of the room): 8 MiB.
+    Batch,
+    /// A room's whole state and auth chain (`send_join`, `/state`): 64 MiB, as the answer for a
+    /// big room is several MiB.
+    RoomState,
+}
+
+impl Limit {
+    /// The limit in bytes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Limit::Small => 1 << 20,
+            Limit::Batch => 8 << 20,
+            Limit::RoomState => 64 << 20,
+        }
+    }
+}
 
 impl Federation {
-    /// A signed `GET`; the JSON answer.
-    pub async fn get(&self, destination: &ServerName, path_and_query: &str) -> Result<Value> {
-        self.json(destination, Method::GET, path_and_query, None)
+    /// A signed `GET`; the JSON answer, at most `limit` large.
+    pub async fn get(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        limit: Limit,
+    ) -> Result<Value> {
+        self.json(destination, Method::GET, path_and_query, None, limit)
             .await
     }
 
-    /// A signed `PUT` with a JSON body; the JSON answer.
-    pub async fn put(&self, destination: &ServerName, path: &str, body: &Value) -> Result<Value> {
-        self.json(destination, Method::PUT, path, Some(body)).await
+    /// A signed `PUT` with a JSON body; the JSON answer, at most `limit` large.
+    pub async fn put(
+        &self,
+        destination: &ServerName,
+        path: &str,
+        body: &Value,
+        limit: Limit,
+    ) -> Result<Value> {
+        self.json(destination, Method::PUT, path, Some(body), limit)
+            .await
     }
 
-    /// A signed `POST` with a JSON body; the JSON answer.
-    pub async fn post(&self, destination: &ServerName, path: &str, body: &Value) -> Result<Value> {
-        self.json(destination, Method::POST, path, Some(body)).await
+    /// A signed `POST` with a JSON body; the JSON answer, at most `limit` large.
+    pub async fn post(
+        &self,
+        destination: &ServerName,
+        path: &str,
+        body: &Value,
+        limit: Limit,
+    ) -> Result<Value> {
+        self.json(destination, Method::POST, path, Some(body), limit)
+            .await
     }
 
     async fn json(
@@ -36,15 +78,10 @@ impl Federation {
         method: Method,
         path_and_query: &str,
         body: Option<&Value>,
+        limit: Limit,
     ) -> Result<Value> {
         let response = self
-            .request_raw(
-                destination,
-                method,
-                path_and_query,
-                body,
-                MAX_JSON_RESPONSE_BYTES,
-            )
+            .request_raw(destination, method, path_and_query, body, limit.bytes())
             .await?;
         let status = response.status();
         let value: Option<Value> = serde_json::from_slice(response.body()).ok();

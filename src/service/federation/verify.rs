@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::Federation;
 use super::keys::{MAX_KEY_RESPONSE_BYTES, parse_key, to_object};
+use super::request::Limit;
 use crate::core::room_version;
 use crate::error::{Error, Result};
 use crate::util::now_ms;
@@ -133,7 +134,8 @@ impl Federation {
                 })
                 .collect();
             let body = json!({ "server_keys": { server.as_str(): criteria } });
-            let answer = match self.post(notary, "/_matrix/key/v2/query", &body).await {
+            let query = self.post(notary, "/_matrix/key/v2/query", &body, Limit::Small);
+            let answer = match query.await {
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::info!(%notary, %server, error = %e, "the notary did not help");

@@ -6,7 +6,7 @@
 
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 
-use ruma::{OwnedEventId, UInt};
+use ruma::{OwnedEventId, RoomId, UInt};
 use serde_json::Value;
 
 use super::served::{ServerReader, ServerView};
@@ -20,7 +20,7 @@ pub const MAX_MISSING_EVENTS_LIMIT: usize = 20;
 pub const DEFAULT_MISSING_EVENTS_LIMIT: usize = 10;
 /// The most events one walk looks at (hidden and unknown ones included).
 const MAX_WALK: usize = 2_000;
-/// The most timeline entries `/timestamp_to_event` looks at.
+/// The most timeline entries `/timestamp_to_event` looks at, from where the time falls.
 const MAX_TIMESTAMP_SCAN: usize = 10_000;
 
 /// What `/get_missing_events` asks for.
@@ -133,7 +133,8 @@ impl Services {
 
     /// The event of the timeline closest to `ts` that the server may see fully: the first at or
     /// after it (`forwards`), or the last at or before it. Walks the timeline in stream order
-    /// (which follows the local clock), at most a bounded number of entries.
+    /// (which follows the local clock) from the stream position where `ts` falls (see
+    /// [`Services::timeline_position_of`]), at most a bounded number of entries.
     pub fn closest_event_for_server(
         &self,
         reader: &mut ServerReader<'_>,
@@ -141,7 +142,16 @@ impl Services {
         forwards: bool,
     ) -> Result<Option<(OwnedEventId, u64)>> {
         const BATCH: usize = 200;
-        let mut cursor = if forwards { 0 } else { u64::MAX };
+        let Some(boundary) = self.timeline_position_of(reader.room_id, ts, forwards)? else {
+            return Ok(None);
+        };
+        // Forwards: on from the entries stamped before `ts`; backwards: back from `high`, the
+        // last entry that may be stamped at or before it.
+        let mut cursor = if forwards {
+            boundary.low
+        } else {
+            boundary.high.saturating_add(1)
+        };
         let mut scanned = 0;
         while scanned < MAX_TIMESTAMP_SCAN {
             let (after, before) = if forwards {
@@ -175,4 +185,68 @@ impl Services {
         }
         Ok(None)
     }
+
+    /// Where `ts` falls in the room's timeline: a binary search over stream positions, by the
+    /// `origin_server_ts` of the first entry after each probed position, for the last entry
+    /// stamped before `ts` (`forwards`: earlier than `ts`; backwards: not later than `ts`).
+    /// Stream order follows the local clock, so stamps rise with it (events of other servers
+    /// may be a little out of order). At most 64 probes, each one seek; `None` for an empty
+    /// timeline.
+    fn timeline_position_of(
+        &self,
+        room_id: &RoomId,
+        ts: u64,
+        forwards: bool,
+    ) -> Result<Option<Boundary>> {
+        let Some((last, _)) = self
+            .rooms
+            .timeline_range(room_id, 0, u64::MAX, true, 1)?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let before_ts = |event_ts: u64| {
+            if forwards {
+                event_ts < ts
+            } else {
+                event_ts <= ts
+            }
+        };
+        // The entries up to `low` are before `ts`, those after `high` are not (0 and `last`
+        // hold trivially: no entry is at 0, none after `last`).
+        let (mut low, mut high) = (0, last);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            // The first entry after `mid`; with none up to `high`, every entry after `mid` is
+            // after `ts` already.
+            let probe = self
+                .rooms
+                .timeline_range(room_id, mid, high.saturating_add(1), false, 1)?
+                .pop();
+            let Some((pos, id)) = probe else {
+                high = mid;
+                continue;
+            };
+            // An entry that cannot be read counts as before `ts`: the scan starts past it.
+            let stamped = self
+                .rooms
+                .pdu(&id)?
+                .map(|pdu| u64::from(pdu.origin_server_ts().0));
+            // Either way the interval halves at least, so this ends.
+            if stamped.is_none_or(before_ts) {
+                low = pos;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(Some(Boundary { low, high }))
+    }
+}
+
+/// Where a time falls in a room's timeline (see [`Services::timeline_position_of`]): the entries
+/// at or before `low` come before it, those after `high` do not; between them lies at most the
+/// entry at `high`.
+struct Boundary {
+    low: u64,
+    high: u64,
 }

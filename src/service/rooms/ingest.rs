@@ -66,8 +66,9 @@ impl Rooms {
     /// Checks an event of another server against its auth events, the state before it and the
     /// current state, and stores it: in the timeline, or beside it when soft-failed or rejected.
     /// Its auth events must be stored, and the state after each of its prev events known
-    /// (`NotFound` otherwise: nothing is stored). An event already processed is answered as it
-    /// was.
+    /// (`NotFound` otherwise: nothing is stored), and the room must have events of its own to
+    /// follow (403 for a room known only from an invite or a knock). An event already processed
+    /// is answered as it was.
     pub async fn ingest_remote(&self, pdu: Pdu) -> Result<Received> {
         let room_id = pdu.room_id().to_owned();
         let lock = self.room_lock(&room_id)?;
@@ -83,6 +84,14 @@ impl Rooms {
         if pdu.room_version() != &info.room_version {
             return Err(Error::BadJson(
                 "the event is of another room version".into(),
+            ));
+        }
+        // A room we only know from an invite or a knock (see `remote.rs`) has no DAG of ours for
+        // the event to join: taking it would replace the placeholder's state (the invite a
+        // client is shown) with whatever state the event brings.
+        if info.extremities.is_empty() {
+            return Err(Error::Forbidden(
+                "this server is not in the room: it follows none of its events".into(),
             ));
         }
         let received = self.check_and_store(&mut info, pdu)?;
@@ -198,17 +207,18 @@ impl Rooms {
             off_timeline: false,
         };
         for prev in pdu.prev_events() {
+            let Some(prev_pdu) = self.pdu(prev)? else {
+                return Err(Error::NotFound(format!("the prev event {prev} is unknown")));
+            };
+            // Before its state is asked for: the receiver fills no gap at another room's event.
+            if prev_pdu.room_id() != pdu.room_id() {
+                return Ok(Err(format!("the prev event {prev} is in another room")));
+            }
             let Some(snapshot) = self.state_after_event(prev)? else {
                 return Err(Error::NotFound(format!(
                     "the state after the prev event {prev} is unknown"
                 )));
             };
-            let Some(prev_pdu) = self.pdu(prev)? else {
-                return Err(Error::NotFound(format!("the prev event {prev} is unknown")));
-            };
-            if prev_pdu.room_id() != pdu.room_id() {
-                return Ok(Err(format!("the prev event {prev} is in another room")));
-            }
             prevs.off_timeline |= self.off_timeline(prev)?.is_some();
             prevs.states.push((snapshot, self.load(snapshot)?));
         }

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use ruma::{EventId, OwnedRoomId};
+use ruma::{EventId, OwnedRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 
 use super::{EventMeta, Rooms};
@@ -158,7 +158,21 @@ impl Rooms {
     /// history) with the state before it as a peer gave it; the state after it follows (the
     /// same state for a rejected event). An event whose state is already known is left as it
     /// is. Not flushed here, like [`Rooms::store_outlier`].
-    pub async fn store_gap_event(&self, pdu: &Pdu, state_before: StateMap) -> Result<()> {
+    ///
+    /// `room_id` is the room the state is of: an event of another room is refused, so that one
+    /// room's state never becomes the state at another room's event.
+    pub async fn store_gap_event(
+        &self,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        state_before: StateMap,
+    ) -> Result<()> {
+        if pdu.room_id() != room_id {
+            return Err(Error::Forbidden(format!(
+                "{} is not an event of {room_id}",
+                pdu.event_id()
+            )));
+        }
         let lock = self.room_lock(pdu.room_id())?;
         let _guard = lock.lock().await;
         if self.state_after_event(pdu.event_id())?.is_some() {

@@ -14,6 +14,7 @@ use super::remote_query::failure;
 use crate::core::keys as checks;
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 
 /// What a client's claim asks of remote users: user → device → algorithm.
 pub type Claim = BTreeMap<OwnedUserId, BTreeMap<String, String>>;
@@ -68,9 +69,12 @@ impl Services {
         }
         let answers = join_all(by_server.into_iter().map(|(server, asked)| async move {
             let body = json!({ "one_time_keys": asked });
-            let request =
-                self.federation
-                    .post(&server, "/_matrix/federation/v1/user/keys/claim", &body);
+            let request = self.federation.post(
+                &server,
+                "/_matrix/federation/v1/user/keys/claim",
+                &body,
+                Limit::Small,
+            );
             let answer = match tokio::time::timeout(timeout, request).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Error::Unreachable(format!(

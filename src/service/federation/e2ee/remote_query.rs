@@ -20,6 +20,7 @@ use super::cache::{RemoteDevice, RemoteDeviceList};
 use super::validate;
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::service::keys::cross_signing::with_signatures;
 
 /// The default `timeout` of a client's query or claim (the specification's).
@@ -213,6 +214,8 @@ impl Services {
                 server,
                 "/_matrix/federation/v1/user/keys/query",
                 &json!({ "device_keys": body }),
+                // Many users with many devices each (and their cross-signing keys) can pass 1 MiB.
+                Limit::Batch,
             )
             .await?;
         if !answer.get("device_keys").is_some_and(Value::is_object) {

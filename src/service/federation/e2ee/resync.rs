@@ -13,6 +13,7 @@ use super::validate;
 use crate::error::{Error, Result};
 use crate::service::Services;
 use crate::service::federation::membership::encode;
+use crate::service::federation::request::Limit;
 
 /// How long fetching one user's device list may take when an update calls for it (a client's
 /// query has its own `timeout`).
@@ -89,11 +90,10 @@ impl Services {
             "/_matrix/federation/v1/user/devices/{}",
             encode(user.as_str())
         );
-        let answer = tokio::time::timeout(timeout, self.federation.get(user.server_name(), &path))
-            .await
-            .map_err(|_| {
-                Error::Unreachable(format!("{} did not answer in time", user.server_name()))
-            })??;
+        let request = self.federation.get(user.server_name(), &path, Limit::Small);
+        let answer = tokio::time::timeout(timeout, request).await.map_err(|_| {
+            Error::Unreachable(format!("{} did not answer in time", user.server_name()))
+        })??;
         let list = parse_user_devices(user, &answer)?;
         if self.shares_a_room_with_us(user)? {
             self.store_device_list(user, Some(&list), announce).await?;

@@ -8,6 +8,7 @@ use super::encode;
 use crate::core::{self, Pdu, room_version};
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 
 /// The member events other servers complete for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ impl Services {
     ) -> Result<Pdu> {
         let answer = self
             .federation
-            .get(server, &handshake.make_path(room_id, user))
+            .get(server, &handshake.make_path(room_id, user), Limit::Small)
             .await?;
         let malformed =
             |what: &str| Error::Unreachable(format!("{server} sent a bad template: {what}"));

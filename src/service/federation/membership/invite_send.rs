@@ -12,6 +12,7 @@ use super::encode;
 use crate::core::{self, EventTemplate, Pdu};
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::service::rooms::ingest::Received;
 use crate::util::now_ms;
 
@@ -48,7 +49,10 @@ impl Services {
             encode(room_id.as_str()),
             encode(pdu.event_id().as_str())
         );
-        let answer = self.federation.put(server, &path, &body).await?;
+        let answer = self
+            .federation
+            .put(server, &path, &body, Limit::Small)
+            .await?;
         let returned = match answer
             .get("event")
             .cloned()

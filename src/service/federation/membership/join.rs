@@ -9,6 +9,7 @@ use super::candidates;
 use super::handshake::Handshake;
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 
 /// A local user's join of a room we are not in.
 pub struct JoinRequest {
@@ -59,7 +60,12 @@ impl Services {
         let body = serde_json::to_value(join.json()).map_err(Error::internal)?;
         let answer = self
             .federation
-            .put(server, &Handshake::Join.send_path(&join), &body)
+            .put(
+                server,
+                &Handshake::Join.send_path(&join),
+                &body,
+                Limit::RoomState,
+            )
             .await?;
         let room = self.verify_join_answer(server, join, answer).await?;
         self.rooms.bootstrap_remote_room(room).await

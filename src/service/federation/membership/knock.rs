@@ -10,6 +10,7 @@ use super::handshake::Handshake;
 use super::join::is_final;
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 
 /// The answer of `send_knock`.
 #[derive(Deserialize)]
@@ -38,7 +39,12 @@ impl Services {
                 let body = serde_json::to_value(knock.json()).map_err(Error::internal)?;
                 let answer = self
                     .federation
-                    .put(&server, &Handshake::Knock.send_path(&knock), &body)
+                    .put(
+                        &server,
+                        &Handshake::Knock.send_path(&knock),
+                        &body,
+                        Limit::Batch,
+                    )
                     .await?;
                 let answer: KnockAnswer = serde_json::from_value(answer).map_err(|e| {
                     Error::Unreachable(format!("{server} answered the knock badly: {e}"))

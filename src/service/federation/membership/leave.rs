@@ -11,6 +11,7 @@ use super::membership_of;
 use crate::core::{self, EventTemplate, Pdu};
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::util::now_ms;
 
 impl Services {
@@ -41,7 +42,12 @@ impl Services {
                 }
                 let body = serde_json::to_value(leave.json()).map_err(Error::internal)?;
                 self.federation
-                    .put(&server, &Handshake::Leave.send_path(&leave), &body)
+                    .put(
+                        &server,
+                        &Handshake::Leave.send_path(&leave),
+                        &body,
+                        Limit::Small,
+                    )
                     .await?;
                 Ok(leave)
             };

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::encode;
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::service::federation::request::remote_error;
 use crate::service::profile::MAX_PROFILE_BYTES;
 
@@ -59,7 +60,7 @@ impl Services {
             "/_matrix/federation/v1/query/directory?room_alias={}",
             encode(alias.as_str())
         );
-        let answer = self.federation.get(server, &path).await?;
+        let answer = self.federation.get(server, &path, Limit::Small).await?;
         let answer: DirectoryAnswer = serde_json::from_value(answer).map_err(|e| {
             Error::Unreachable(format!("{server} answered the alias query badly: {e}"))
         })?;
@@ -76,7 +77,7 @@ impl Services {
     }
 
     /// `GET /query/profile`: the profile of one of our users, or only `field` of it (404 when
-    /// the user does not exist or has no such field).
+    /// the user does not exist; `{}` when the field is not set).
     pub fn query_profile(&self, user: &UserId, field: Option<&str>) -> Result<Map<String, Value>> {
         if !self.federation.is_us(user.server_name()) {
             return Err(Error::InvalidParam(format!(
@@ -86,7 +87,9 @@ impl Services {
         if !self.is_active_user(user)? {
             return Err(Error::NotFound("no such user".into()));
         }
-        select_field(self.profiles.get(user)?, field)
+        // A field the user has not set is left out of a 200 answer (the spec allows that or
+        // `null`; the reference homeserver does the same and treats a 404 here as a failure).
+        Ok(select_field(self.profiles.get(user)?, field).unwrap_or_default())
     }
 
     /// Asks the server of a remote user for their profile (or only `field` of it). Its answer

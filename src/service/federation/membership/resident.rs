@@ -3,37 +3,34 @@
 //! events are served to other servers.
 
 use ruma::signatures::Verified;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, RoomId, ServerName, UserId};
+use ruma::{CanonicalJsonObject, EventId, ServerName};
 
 use super::check_own_member_event;
 use super::template::ResidentRoom;
-use crate::core::{self, Pdu, room_version};
+use crate::core::{self, Pdu};
 use crate::error::{Error, Result};
 use crate::service::Services;
 use crate::service::rooms::ingest::Received;
 
 impl Services {
-    /// Checks a member event `origin` signed for one of its users: the room is ours to help
-    /// with, the event has the room version's format and the ID the path names, it is the
-    /// user's own `membership` event, its signatures and content hash hold (a bad hash is a
-    /// refusal here: we would be adding the event ourselves), and the auth rules allow it, both
-    /// against its auth events and against the room's current state.
+    /// Checks a member event `origin` signed for one of its users, about `room` (see
+    /// [`Services::handshake_room`]): the event has the room version's format and the ID the
+    /// path names, it is the user's own `membership` event, its signatures and content hash hold
+    /// (a bad hash is a refusal here: we would be adding the event ourselves), and the auth rules
+    /// allow it, both against its auth events and against the room's current state.
     ///
-    /// A restricted join naming one of our users in `join_authorised_via_users_server` is
-    /// countersigned first (the auth rules require our signature on it).
+    /// A restricted join naming one of our users in `join_authorised_via_users_server` must have
+    /// been countersigned before (see [`Services::countersign_restricted_join`]): its signature
+    /// check requires ours.
     pub(super) async fn receive_member_event(
         &self,
         origin: &ServerName,
-        room_id: &RoomId,
+        room: &ResidentRoom,
         event_id: &EventId,
-        mut json: CanonicalJsonObject,
+        json: CanonicalJsonObject,
         membership: &str,
-    ) -> Result<(ResidentRoom, Pdu)> {
-        let room = self.handshake_room(room_id, origin)?;
+    ) -> Result<Pdu> {
         let version = room.info.room_version.clone();
-        if membership == "join" {
-            self.countersign_restricted_join(&version, &mut json)?;
-        }
         let pdu = Pdu::from_federation(version.clone(), json)
             .map_err(|e| Error::InvalidParam(format!("the event: {e}")))?;
         if pdu.event_id() != event_id {
@@ -41,7 +38,7 @@ impl Services {
                 "the event's ID is not the one the path names".into(),
             ));
         }
-        check_own_member_event(&pdu, room_id, origin, membership)?;
+        check_own_member_event(&pdu, &room.room_id, origin, membership)?;
         match self.federation.verify_event(&version, pdu.json()).await {
             Ok(Verified::All) => {}
             Ok(Verified::Signatures) => {
@@ -69,43 +66,7 @@ impl Services {
                 other => other.into(),
             })?;
         }
-        Ok((room, pdu))
-    }
-
-    /// Adds our signature to a restricted join whose `join_authorised_via_users_server` is one of
-    /// our users (room versions with restricted join rules). Anything else is left as it is: the
-    /// auth rules decide on it.
-    fn countersign_restricted_join(
-        &self,
-        version: &ruma::RoomVersionId,
-        json: &mut CanonicalJsonObject,
-    ) -> Result<()> {
-        let rules = room_version::rules(version)?;
-        if !rules.authorization.restricted_join_rule {
-            return Ok(());
-        }
-        let authoriser = match json.get("content") {
-            Some(CanonicalJsonValue::Object(content)) => {
-                match content.get("join_authorised_via_users_server") {
-                    Some(CanonicalJsonValue::String(user)) => UserId::parse(user).ok(),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        let Some(authoriser) = authoriser else {
-            return Ok(());
-        };
-        if !self.federation.is_us(authoriser.server_name()) {
-            return Ok(());
-        }
-        ruma::signatures::sign_event(
-            self.federation.server_name().as_str(),
-            self.federation.keys.pair(),
-            json,
-            &rules.redaction,
-        )
-        .map_err(|e| Error::InvalidParam(format!("the event cannot be signed: {e}")))
+        Ok(pdu)
     }
 
     /// Adds an event `origin` handed us in a handshake (checked by

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ruma::events::StateEventType;
 use ruma::{
-    CanonicalJsonObject, EventId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId,
-    RoomVersionId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, OwnedUserId,
+    RoomId, RoomVersionId, ServerName, UserId,
 };
 use serde_json::{Value, json};
 
@@ -57,18 +57,50 @@ impl Services {
         room: &ResidentRoom,
         user: &UserId,
     ) -> Result<Option<OwnedUserId>, HandshakeError> {
-        let rules = room_version::rules(&room.info.room_version)?;
-        if !rules.authorization.restricted_join_rule {
+        if !self.restricted_join_needs_authoriser(room, user)? {
             return Ok(None);
         }
+        let powers = Powers::load(&self.rooms, &room.info.room_version, &room.state)?;
+        for (member, _) in self.rooms.members(&room.room_id, Some("join"))? {
+            let Ok(member) = OwnedUserId::try_from(member) else {
+                continue;
+            };
+            if self.may_authorise_join(room, &powers, &member)? {
+                return Ok(Some(member));
+            }
+        }
+        Err(HandshakeError::UnableToGrantJoin(
+            "no member of this server may invite to the room".into(),
+        ))
+    }
+
+    /// The allow conditions of a restricted room, for a join of `user`: whether the join needs a
+    /// member of ours to authorise it. `false` when it needs none (the room version or its join
+    /// rule is not restricted, or the user is joined or invited already: the auth rules let
+    /// them in as they are); `true` when the user is joined to one of the allowed rooms, as far
+    /// as this server sees them. Refused when this server is in none of those rooms (it cannot
+    /// tell) or the user is in none of them.
+    ///
+    /// Shared by `make_join` (before naming an authoriser) and `send_join` (before
+    /// countersigning a join that names one of ours), so that a join built without a template
+    /// of ours meets the same conditions.
+    fn restricted_join_needs_authoriser(
+        &self,
+        room: &ResidentRoom,
+        user: &UserId,
+    ) -> Result<bool, HandshakeError> {
+        let rules = room_version::rules(&room.info.room_version)?;
+        if !rules.authorization.restricted_join_rule {
+            return Ok(false);
+        }
         let Some(allowed) = self.rooms.allowed_rooms(&room.state)? else {
-            return Ok(None);
+            return Ok(false);
         };
         if matches!(
             self.rooms.membership(&room.room_id, user)?.as_deref(),
             Some("join" | "invite")
         ) {
-            return Ok(None);
+            return Ok(false);
         }
         let mut known = Vec::new();
         for allowed_room in allowed {
@@ -87,24 +119,77 @@ impl Services {
             ))
             .into());
         }
-        let powers = Powers::load(&self.rooms, &room.info.room_version, &room.state)?;
-        for (member, _) in self.rooms.members(&room.room_id, Some("join"))? {
-            let Ok(member) = OwnedUserId::try_from(member) else {
-                continue;
-            };
-            if self.federation.is_us(member.server_name()) && powers.may_invite(&member)? {
-                return Ok(Some(member));
-            }
-        }
-        Err(HandshakeError::UnableToGrantJoin(
-            "no member of this server may invite to the room".into(),
-        ))
+        Ok(true)
     }
 
-    /// `PUT /v2/send_join/{roomId}/{eventId}`: checks the join (see
-    /// [`Services::receive_member_event`]), adds it to the room (the sender then relays it to
-    /// the other servers in the room) and answers with the state before it, its auth chain, the
-    /// join as we accepted it (countersigned for restricted joins) and the servers in the room.
+    /// Whether `member` may authorise a restricted join: a user of ours, joined to the room, with
+    /// the power to invite (what the auth rules ask of `join_authorised_via_users_server`).
+    fn may_authorise_join(
+        &self,
+        room: &ResidentRoom,
+        powers: &Powers,
+        member: &UserId,
+    ) -> Result<bool> {
+        Ok(self.federation.is_us(member.server_name())
+            && self.rooms.membership(&room.room_id, member)?.as_deref() == Some("join")
+            && powers.may_invite(member)?)
+    }
+
+    /// Adds our signature to a restricted join whose `join_authorised_via_users_server` is one of
+    /// our users (room versions with restricted join rules), once the allow conditions hold for
+    /// the joining user (see [`Services::restricted_join_needs_authoriser`]) and the named member
+    /// may authorise joins. A join that needs no authoriser is signed all the same (the auth
+    /// rules let it in without one). A join naming no user of ours is left as it is: the auth
+    /// rules decide on it.
+    ///
+    /// Without these checks, a server could name one of our members in a join it built itself
+    /// (skipping `make_join`) and have us vouch for a user the allow conditions keep out.
+    fn countersign_restricted_join(
+        &self,
+        room: &ResidentRoom,
+        json: &mut CanonicalJsonObject,
+    ) -> Result<(), HandshakeError> {
+        let rules = room_version::rules(&room.info.room_version)?;
+        if !rules.authorization.restricted_join_rule {
+            return Ok(());
+        }
+        let Some(authoriser) = member_content_user(json, "join_authorised_via_users_server") else {
+            return Ok(());
+        };
+        if !self.federation.is_us(authoriser.server_name()) {
+            return Ok(());
+        }
+        // The joining user; that it is the sender, a user of the requesting server, is checked
+        // with the rest of the event afterwards.
+        let user = match json.get("state_key") {
+            Some(CanonicalJsonValue::String(key)) => UserId::parse(key).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| Error::InvalidParam("the join has no user ID as its state key".into()))?;
+        if self.restricted_join_needs_authoriser(room, &user)? {
+            let powers = Powers::load(&self.rooms, &room.info.room_version, &room.state)?;
+            if !self.may_authorise_join(room, &powers, &authoriser)? {
+                return Err(Error::Forbidden(format!(
+                    "{authoriser} may not authorise joins to the room"
+                ))
+                .into());
+            }
+        }
+        ruma::signatures::sign_event(
+            self.federation.server_name().as_str(),
+            self.federation.keys.pair(),
+            json,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::InvalidParam(format!("the event cannot be signed: {e}")).into())
+    }
+
+    /// `PUT /v2/send_join/{roomId}/{eventId}`: countersigns a restricted join naming one of our
+    /// members when the allow conditions hold (see [`Services::countersign_restricted_join`]),
+    /// checks the join (see [`Services::receive_member_event`]), adds it to the room (the sender
+    /// then relays it to the other servers in the room) and answers with the state before it,
+    /// its auth chain, the join as we accepted it (countersigned for restricted joins) and the
+    /// servers in the room.
     ///
     /// With `omit_members`, the state keeps only the member events of the heroes of a room
     /// without a name or canonical alias, and the auth chain leaves out what the state holds.
@@ -113,11 +198,13 @@ impl Services {
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
-        json: CanonicalJsonObject,
+        mut json: CanonicalJsonObject,
         omit_members: bool,
     ) -> Result<Value, HandshakeError> {
-        let (_, pdu) = self
-            .receive_member_event(origin, room_id, event_id, json, "join")
+        let room = self.handshake_room(room_id, origin)?;
+        self.countersign_restricted_join(&room, &mut json)?;
+        let pdu = self
+            .receive_member_event(origin, &room, event_id, json, "join")
             .await?;
         self.accept_handshake_event(origin, &pdu).await?;
         let meta = self
@@ -198,6 +285,17 @@ impl Services {
             .filter(|((kind, _), id)| *kind != StateEventType::RoomMember || heroes.contains(id))
             .map(|(_, id)| id.clone())
             .collect())
+    }
+}
+
+/// The user ID a member event's `content` names under `field`, when it is one.
+fn member_content_user(json: &CanonicalJsonObject, field: &str) -> Option<OwnedUserId> {
+    match json.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => match content.get(field) {
+            Some(CanonicalJsonValue::String(user)) => UserId::parse(user).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -42,8 +42,9 @@ impl Services {
         event_id: &EventId,
         json: CanonicalJsonObject,
     ) -> Result<Vec<CanonicalJsonObject>> {
-        let (room, pdu) = self
-            .receive_member_event(origin, room_id, event_id, json, "knock")
+        let room = self.handshake_room(room_id, origin)?;
+        let pdu = self
+            .receive_member_event(origin, &room, event_id, json, "knock")
             .await?;
         self.accept_handshake_event(origin, &pdu).await?;
         self.describing_state_events(&room.room_id, None)

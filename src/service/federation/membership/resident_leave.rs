@@ -35,8 +35,9 @@ impl Services {
         event_id: &EventId,
         json: CanonicalJsonObject,
     ) -> Result<()> {
-        let (_, pdu) = self
-            .receive_member_event(origin, room_id, event_id, json, "leave")
+        let room = self.handshake_room(room_id, origin)?;
+        let pdu = self
+            .receive_member_event(origin, &room, event_id, json, "leave")
             .await?;
         self.accept_handshake_event(origin, &pdu).await
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::Peer;
 use crate::core::Pdu;
 use crate::error::{Error, Result};
+use crate::service::federation::request::Limit;
 
 /// Events fetched from one server at the same time.
 pub const FETCH_CONCURRENCY: usize = 8;
@@ -24,7 +25,11 @@ impl Peer<'_> {
     ) -> Result<Pdu> {
         self.budget.fetch_events(1)?;
         let path = format!("/_matrix/federation/v1/event/{}", encode(event_id.as_str()));
-        let answer = self.services.federation.get(self.origin, &path).await?;
+        let answer = self
+            .services
+            .federation
+            .get(self.origin, &path, Limit::Small)
+            .await?;
         let json = single_pdu(&answer).ok_or_else(|| self.bad_answer("no event in /event"))?;
         let pdu = self.parse_fetched(room_id, version, json)?;
         if pdu.event_id() != event_id {

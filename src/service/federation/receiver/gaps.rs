@@ -16,6 +16,7 @@ use super::fetch::encode;
 use super::order::dependencies_first;
 use crate::core::{Pdu, StateMap, pdu::MAX_PREV_EVENTS};
 use crate::error::{Error, Result};
+use crate::service::federation::request::Limit;
 
 /// The most events one `/get_missing_events` asks for.
 pub const MISSING_EVENTS_LIMIT: usize = 10;
@@ -58,12 +59,22 @@ impl Peer<'_> {
     }
 
     /// The prev events whose state after them we do not know (unknown events, outliers).
+    /// A stored event of another room is left out: nothing is fetched for it, and the event
+    /// citing it is rejected when it is checked.
     fn prevs_without_state(&self, pdu: &Pdu) -> Result<Vec<OwnedEventId>> {
+        let rooms = &self.services.rooms;
         let mut missing = Vec::new();
         for prev in pdu.prev_events().iter().take(MAX_PREV_EVENTS) {
-            if self.services.rooms.state_after_event(prev)?.is_none() {
-                missing.push(prev.clone());
+            if rooms.state_after_event(prev)?.is_some() {
+                continue;
             }
+            if rooms
+                .pdu(prev)?
+                .is_some_and(|stored| stored.room_id() != pdu.room_id())
+            {
+                continue;
+            }
+            missing.push(prev.clone());
         }
         Ok(missing)
     }
@@ -95,7 +106,7 @@ impl Peer<'_> {
         let answer = self
             .services
             .federation
-            .post(self.origin, &path, &body)
+            .post(self.origin, &path, &body, Limit::Batch)
             .await?;
         let events = answer
             .get("events")
@@ -151,14 +162,27 @@ impl Peer<'_> {
         version: &RoomVersionId,
         prev: &EventId,
     ) -> Result<()> {
-        self.budget.fill_gap()?;
         let rooms = &self.services.rooms;
+        // The state asked for is the state of `room_id`: it must never become the state at an
+        // event of another room (a stored event the prev events name).
+        if let Some(stored) = rooms.pdu(prev)?
+            && stored.room_id() != room_id
+        {
+            return Err(Error::Forbidden(format!(
+                "the prev event {prev} is an event of another room"
+            )));
+        }
+        self.budget.fill_gap()?;
         let path = format!(
             "/_matrix/federation/v1/state_ids/{}?event_id={}",
             encode(room_id.as_str()),
             encode(prev.as_str())
         );
-        let answer = self.services.federation.get(self.origin, &path).await?;
+        let answer = self
+            .services
+            .federation
+            .get(self.origin, &path, Limit::Batch)
+            .await?;
         let state_ids: StateIds = serde_json::from_value(answer)
             .map_err(|e| self.bad_answer(&format!("a bad /state_ids answer: {e}")))?;
         if state_ids.pdu_ids.len() + state_ids.auth_chain_ids.len() > MAX_STATE_IDS {
@@ -196,7 +220,7 @@ impl Peer<'_> {
                 .map(|pdu| (*pdu).clone())
                 .ok_or_else(|| Error::NotFound(format!("the prev event {prev} is unknown")))?,
         };
-        rooms.store_gap_event(&prev_pdu, state).await
+        rooms.store_gap_event(room_id, &prev_pdu, state).await
     }
 
     /// The state map the IDs of a `/state_ids` answer stand for: every event stored (fetched

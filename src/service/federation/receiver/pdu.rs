@@ -1,9 +1,10 @@
 //! The PDUs of a transaction: parsed against their room's version, grouped by room (keeping
 //! their order), and taken through the checks on receipt of a PDU one room at a time.
 //!
-//! Every PDU gets its own result; none makes another fail. A PDU whose event ID cannot be
-//! worked out (not a JSON object, a room we do not know with no `event_id` field) has no key
-//! to answer under and is only logged.
+//! Every PDU gets its own result; none makes another fail. The PDUs of a room no user of ours is
+//! joined to are refused, each with its error. A PDU whose event ID cannot be worked out (not a
+//! JSON object, a room we do not know with no `event_id` field) has no key to answer under and
+//! is only logged.
 
 use futures_util::future::join_all;
 use ruma::{CanonicalJsonObject, OwnedEventId, OwnedRoomId, RoomId};
@@ -65,6 +66,22 @@ impl Peer<'_> {
         events: Vec<Pdu>,
     ) -> Vec<(OwnedEventId, PduResult)> {
         let _room = self.services.federation.receiver.rooms.lock(&room_id).await;
+        // A room with no member of ours is not ours to follow: we may know it only from an
+        // invite or a knock (a placeholder without a DAG), or have left it. Its events are
+        // refused before anything is verified or fetched for them, so that a peer can neither
+        // make us pull its history nor replace what we show of the room (the invite itself).
+        let refusal = match self.services.rooms.is_resident(&room_id) {
+            Ok(true) => None,
+            Ok(false) => Some(format!("this server has no member joined to {room_id}")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = refusal {
+            tracing::info!(origin = %self.origin, %room_id, %error, "refused the PDUs of a room");
+            return events
+                .iter()
+                .map(|pdu| (pdu.event_id().to_owned(), Err(error.clone())))
+                .collect();
+        }
         let mut results = Vec::with_capacity(events.len());
         for pdu in events {
             let event_id = pdu.event_id().to_owned();

@@ -16,6 +16,7 @@ use super::batch::{self, QueuedEdu};
 use super::queue::{Outcome, PduEntry, PendingTxn};
 use crate::error::{Error, Result};
 use crate::service::Services;
+use crate::service::federation::request::Limit;
 use crate::util::now_ms;
 
 /// What a worker listens to.
@@ -156,7 +157,7 @@ impl Services {
         // replaced, and must not wait for a slow destination to be let go.
         let failed = self.store.failed();
         let answer = tokio::select! {
-            answer = self.federation.put(destination, &path, &body) => answer,
+            answer = self.federation.put(destination, &path, &body, Limit::Small) => answer,
             () = failed => {
                 return Err(Error::internal("the database failed while a transaction was sent"));
             }
