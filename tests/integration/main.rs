@@ -6,6 +6,7 @@ mod common;
 mod federation_bad_input;
 mod federation_chat;
 mod federation_common;
+mod federation_directory;
 mod federation_forge;
 mod federation_keys;
 

@@ -1,6 +1,7 @@
 //! The room directory: aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`), a
 //! room's visibility in the published directory (`/directory/list/room/{roomId}`) and
-//! `/publicRooms`. Aliases of other servers are resolved by asking their server (federation).
+//! `/publicRooms`. Aliases of other servers are resolved by asking their server, and
+//! `/publicRooms?server=<another server>` lists that server's directory (federation).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -8,9 +9,10 @@ use ruma::{OwnedRoomId, OwnedServerName, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{AppState, Auth, JsonBody, Path};
+use crate::api::extract::{AppState, Auth, JsonBody, MaybeAuth, Path};
 use crate::api::extract::{ensure_room, parse_room_id};
 use crate::error::{Error, Result};
+use crate::service::federation::remote_directory::{DirectoryFilter, RemoteDirectoryRequest};
 use crate::service::rooms::alias::{RoomSummary, parse_alias};
 
 /// The largest page `/publicRooms` answers (also the page size when no `limit` is given).
@@ -164,8 +166,11 @@ struct DirectoryQuery {
     server: Option<String>,
     limit: Option<u64>,
     since: Option<String>,
+    /// Whether it came as a `POST` (with a filter, possibly empty).
+    filtered: bool,
     search_term: Option<String>,
     room_types: Option<Vec<Option<String>>>,
+    include_all_networks: Option<bool>,
     third_party_instance_id: Option<String>,
 }
 
@@ -188,13 +193,18 @@ fn parse_query(raw: Option<&str>, with_paging: bool) -> Result<DirectoryQuery> {
     Ok(query)
 }
 
-/// `GET /publicRooms` (no authentication).
+/// `GET /publicRooms`: no authentication for our own directory; another server's is fetched
+/// for authenticated users only, so that anonymous requests cannot make this server send
+/// requests to others.
 pub async fn public_rooms(
     State(state): State<AppState>,
+    MaybeAuth(auth): MaybeAuth,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let query = parse_query(raw.as_deref(), true)?;
-    list_public_rooms(&state, query).map(Json)
+    list_public_rooms(&state, query, auth.is_some())
+        .await
+        .map(Json)
 }
 
 #[derive(Deserialize)]
@@ -231,12 +241,14 @@ pub async fn public_rooms_filtered(
     let query = DirectoryQuery {
         limit: body.limit,
         since: body.since,
+        filtered: true,
         search_term: filter.generic_search_term,
         room_types: filter.room_types,
+        include_all_networks: body.include_all_networks,
         third_party_instance_id: body.third_party_instance_id,
         ..parse_query(raw.as_deref(), false)?
     };
-    list_public_rooms(&state, query).map(Json)
+    list_public_rooms(&state, query, true).await.map(Json)
 }
 
 fn batch_token(offset: usize) -> String {
@@ -260,24 +272,48 @@ fn matches(room: &RoomSummary, query: &DirectoryQuery) -> bool {
     term_ok && type_ok
 }
 
-/// One page of the local directory; tokens are offsets into the ordered, filtered list.
-fn list_public_rooms(state: &AppState, query: DirectoryQuery) -> Result<Value> {
-    if let Some(server) = &query.server {
-        let server = ServerName::parse(server)
-            .map_err(|e| Error::InvalidParam(format!("invalid server name: {e}")))?;
-        if server.as_str() != state.config.server_name {
-            return Err(Error::NotFound(format!(
-                "the room directory of {server} is not reachable without federation"
-            )));
-        }
-    }
-    let offset = query.since.as_deref().map(parse_batch_token).transpose()?;
+/// One page of the directory `query.server` names: ours (tokens are offsets into the ordered,
+/// filtered list), or another server's, asked over federation (for authenticated requests).
+async fn list_public_rooms(
+    state: &AppState,
+    query: DirectoryQuery,
+    authenticated: bool,
+) -> Result<Value> {
     let limit = match query.limit {
         None | Some(0) => MAX_PUBLIC_ROOMS_PAGE,
         Some(n) => {
             usize::try_from(n).map_or(MAX_PUBLIC_ROOMS_PAGE, |n| n.min(MAX_PUBLIC_ROOMS_PAGE))
         }
     };
+    if let Some(server) = &query.server {
+        let server = ServerName::parse(server)
+            .map_err(|e| Error::InvalidParam(format!("invalid server name: {e}")))?;
+        if server.as_str() != state.config.server_name {
+            if !state.federation.enabled() {
+                return Err(Error::NotFound(format!(
+                    "the room directory of {server} is not reachable without federation"
+                )));
+            }
+            if !authenticated {
+                return Err(Error::MissingToken);
+            }
+            let request = RemoteDirectoryRequest {
+                limit,
+                since: query.since,
+                filter: query.filtered.then_some(DirectoryFilter {
+                    generic_search_term: query.search_term,
+                    room_types: query.room_types,
+                }),
+                include_all_networks: query.include_all_networks,
+                third_party_instance_id: query.third_party_instance_id,
+            };
+            return state
+                .federation
+                .remote_public_rooms(&server, &request)
+                .await;
+        }
+    }
+    let offset = query.since.as_deref().map(parse_batch_token).transpose()?;
     let all = state.rooms.public_room_summaries()?;
     let total = all.len();
     // No third-party networks are bridged here, so a specific one lists nothing.

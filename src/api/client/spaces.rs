@@ -1,15 +1,18 @@
 //! Spaces and room previews: `GET /rooms/{roomId}/hierarchy` and the room summary
-//! (`GET /room_summary/{roomIdOrAlias}`, also served at `GET /rooms/{roomId}/summary`).
+//! (`GET /room_summary/{roomIdOrAlias}`, also served at `GET /rooms/{roomId}/summary`). Rooms
+//! this server is not in are described by other servers (`service::spaces`,
+//! `Services::room_summary`).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::directory::resolve_alias;
+use ruma::OwnedServerName;
+
+use super::directory::resolve_any_alias;
 use crate::api::extract::{AppState, Auth, MaybeAuth, Path, Query, parse_room_id};
 use crate::error::{Error, Result};
-use crate::service::room_summary;
 use crate::service::spaces::{HierarchyRequest, MAX_DEPTH, MAX_LIMIT};
 
 #[derive(Deserialize)]
@@ -44,7 +47,7 @@ pub async fn hierarchy(
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
         from: query.from.as_deref(),
     };
-    let page = state.space_hierarchy(&auth.user_id, &request)?;
+    let page = state.space_hierarchy(&auth.user_id, &request).await?;
     let mut body = json!({ "rooms": page.rooms });
     if let Some(next) = page.next_batch {
         body["next_batch"] = json!(next);
@@ -52,50 +55,38 @@ pub async fn hierarchy(
     Ok(Json(body))
 }
 
-/// The `via` servers of a summary request: parsed so that malformed ones are refused, otherwise
-/// unused until federation can ask them.
-fn check_via(raw: Option<&str>) -> Result<()> {
+/// The `via` servers of a summary request (malformed ones are refused).
+fn parse_via(raw: Option<&str>) -> Result<Vec<OwnedServerName>> {
+    let mut servers = Vec::new();
     for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if key == "via" {
-            ruma::ServerName::parse(value.as_ref())
-                .map_err(|e| Error::InvalidParam(format!("invalid server name in via: {e}")))?;
+            servers
+                .push(OwnedServerName::try_from(value.as_ref()).map_err(|e| {
+                    Error::InvalidParam(format!("invalid server name in via: {e}"))
+                })?);
         }
     }
-    Ok(())
+    Ok(servers)
 }
 
 /// `GET /room_summary/{roomIdOrAlias}` and `GET /rooms/{roomId}/summary`: a room's summary with
 /// the requester's membership, for rooms they may preview (anyone, for public, knockable and
-/// world-readable rooms). Other rooms answer 404, as unknown ones do.
+/// world-readable rooms). Other rooms answer 404, as unknown ones do. A room this server is not
+/// in is asked of the `via` servers (for an alias, also the servers its resolution named).
 pub async fn summary(
     State(state): State<AppState>,
     MaybeAuth(auth): MaybeAuth,
     Path(room): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    check_via(raw.as_deref())?;
+    let mut via = parse_via(raw.as_deref())?;
     let room_id = if room.starts_with('#') {
-        resolve_alias(&state, &room)?
+        let (room_id, servers) = resolve_any_alias(&state, &room).await?;
+        via.extend(servers);
+        room_id
     } else {
         parse_room_id(&room)?
     };
     let user = auth.as_ref().map(|a| a.user_id.as_ref());
-    let not_found = || Error::NotFound("room not found, or you may not preview it".into());
-    if state.rooms.info(&room_id)?.is_none()
-        || !room_summary::may_preview(&state.rooms, &room_id, user)?
-    {
-        return Err(not_found());
-    }
-    let chunk = room_summary::chunk(&state.rooms, &room_id)?;
-    let mut body = serde_json::to_value(chunk).map_err(Error::internal)?;
-    if let Some(user) = user {
-        let membership = state.rooms.membership(&room_id, user)?;
-        if let Some(fields) = body.as_object_mut() {
-            fields.insert(
-                "membership".into(),
-                json!(membership.as_deref().unwrap_or("leave")),
-            );
-        }
-    }
-    Ok(Json(body))
+    state.room_summary(&room_id, user, &via).await.map(Json)
 }

@@ -16,6 +16,8 @@ pub mod keys;
 pub mod membership;
 pub mod multipart;
 pub mod receiver;
+pub mod remote_directory;
+pub mod remote_hierarchy;
 pub mod remote_media;
 pub mod request;
 pub mod sender;
