@@ -9,8 +9,9 @@
 //!
 //! Covered: rooms of every stable version (1–12) created on Synapse and joined from Roost by
 //! invite and by alias, Roost rooms (10–12) joined from Synapse, messages both ways, history
-//! backfilled by a late joiner, typing, receipts, profiles, media both ways, a kick, and
-//! end-to-end encryption between matrix-sdk clients on the two servers.
+//! backfilled by a late joiner, typing, receipts, profiles, media both ways, room directories
+//! and a space read across, leaves, rejections, knocks, restricted joins, redactions, power
+//! levels, a kick, and end-to-end encryption between matrix-sdk clients on the two servers.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use crate::chat_common::enc;
 use crate::child::Api;
 use crate::common::User;
-use crate::federation_common::{FederatedServer, TestCa, fresh_loopback_ip, sync_api};
+use crate::federation_common::{FederatedServer, MAX_SYNCS, TestCa, fresh_loopback_ip, sync_api};
 use crate::federation_e2ee::{encrypted_room_across, receive, sdk_sync, send};
 use crate::sdk::sdk_user_at;
 
@@ -177,6 +178,8 @@ rc_registration: {unlimited}
 rc_joins: {{local: {unlimited}, remote: {unlimited}}}
 rc_login: {{address: {unlimited}, account: {unlimited}, failed_attempts: {unlimited}}}
 rc_invites: {{per_room: {unlimited}, per_user: {unlimited}, per_issuer: {unlimited}}}
+allow_public_rooms_over_federation: true
+room_list_publication_rules: [{{action: allow}}]
 "#
     )
 }
@@ -211,11 +214,17 @@ async fn create_room(api: &Api, u: &User, body: Value) -> String {
     resp["room_id"].as_str().expect("room_id").to_owned()
 }
 
-/// Joins a room by ID or alias; answers the room ID.
+/// Joins a room by ID or alias (with a `?via=` query if given); answers the room ID.
 async fn join(api: &Api, u: &User, room: &str) -> String {
+    let (target, query) = room.split_once('?').unwrap_or((room, ""));
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     let (status, resp) = api
         .post(
-            &format!("/_matrix/client/v3/join/{}", enc(room)),
+            &format!("/_matrix/client/v3/join/{}{query}", enc(target)),
             Some(&u.token),
             json!({}),
         )
@@ -368,7 +377,7 @@ async fn history_typing_receipts_profiles_media_and_kicks_with_synapse() {
     let room = create_room(
         s,
         &bob,
-        json!({ "preset": "public_chat", "room_alias_name": "lobby" }),
+        json!({ "preset": "public_chat", "room_alias_name": "lobby", "visibility": "public" }),
     )
     .await;
     for i in 0..30 {
@@ -567,16 +576,73 @@ async fn history_typing_receipts_profiles_media_and_kicks_with_synapse() {
         b"bytes stored on Roost"
     );
 
+    // Each server's room directory, read through the other.
+    let listed = |api: &Api, u: &User, server: String, room: String| {
+        let (api, token) = (api.clone(), u.token.clone());
+        async move {
+            let (status, body) = api
+                .get(
+                    &format!("/_matrix/client/v3/publicRooms?server={server}"),
+                    Some(&token),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["chunk"]
+                .as_array()
+                .is_some_and(|rooms| rooms.iter().any(|r| r["room_id"] == room.as_str()))
+        }
+    };
+    assert!(listed(&r, &alice, synapse.ip.to_string(), room.clone()).await);
+
+    // A space on Synapse with a child room Alice is not in: her server asks Synapse for it.
+    let garden = create_room(
+        s,
+        &bob,
+        json!({ "preset": "public_chat", "name": "Garden" }),
+    )
+    .await;
+    let space = create_room(
+        s,
+        &bob,
+        json!({
+            "preset": "public_chat",
+            "name": "Estate",
+            "creation_content": { "type": "m.space" },
+            "initial_state": [{
+                "type": "m.space.child",
+                "state_key": garden,
+                "content": { "via": [synapse.ip.to_string()] },
+            }],
+        }),
+    )
+    .await;
+    join(&r, &alice, &format!("{space}?via={}", synapse.ip)).await;
+    let (status, body) = r
+        .get(
+            &format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space)),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Estate", "Garden"], "{body}");
+
     // A Roost room joined from Synapse by alias; Alice kicks Bob out of it.
     let roost_room = create_room(
         &r,
         &alice,
-        json!({ "preset": "public_chat", "room_alias_name": "square" }),
+        json!({ "preset": "public_chat", "room_alias_name": "square", "visibility": "public" }),
     )
     .await;
     let joined_room = join(s, &bob, &format!("#square:{}", roost.server_name())).await;
     assert_eq!(joined_room, roost_room);
     talk((&r, &alice), (s, &bob), &roost_room, "square").await;
+    assert!(listed(s, &bob, roost.server_name().to_string(), roost_room.clone()).await);
     let (status, body) = r
         .post(
             &format!("/_matrix/client/v3/rooms/{}/kick", enc(&roost_room)),
@@ -600,6 +666,236 @@ async fn history_typing_receipts_profiles_media_and_kicks_with_synapse() {
         )
         .await;
     assert_eq!(status, 403, "Synapse knows Bob is out: {body}");
+}
+
+/// A state event of `room` as `u` sees it on `api` (`Null` when there is none).
+async fn state_of(api: &Api, u: &User, room: &str, kind: &str, key: &str) -> Value {
+    let (status, body) = api
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/{kind}/{}",
+                enc(room),
+                enc(key)
+            ),
+            Some(&u.token),
+        )
+        .await;
+    if status == 200 { body } else { Value::Null }
+}
+
+/// Waits until `check` holds for a state event as `u` sees it, long-polling `/sync` between
+/// looks (so it wakes when something arrives), at most [`MAX_SYNCS`] times.
+async fn wait_for_state(
+    api: &Api,
+    u: &User,
+    room: &str,
+    (kind, key): (&str, &str),
+    check: impl Fn(&Value) -> bool,
+) {
+    let mut since = None;
+    for _ in 0..MAX_SYNCS {
+        if check(&state_of(api, u, room, kind, key).await) {
+            return;
+        }
+        since = next_sync(api, u, since).await;
+    }
+    panic!(
+        "{kind}/{key} in {room} never changed as expected on {}",
+        api.base
+    );
+}
+
+/// One sync (a long poll when `since` is given); answers its `next_batch`.
+async fn next_sync(api: &Api, u: &User, since: Option<String>) -> Option<String> {
+    let body = sync_api(api, u, since, |_| true).await;
+    body["next_batch"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn leaves_rejections_knocks_restricted_joins_redactions_and_power_with_synapse() {
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let (_ca, roost, synapse) = start_both(&python).await;
+    let r = roost.api();
+    let s = &synapse.api;
+    let alice = crate::common::user(&roost, "alice").await;
+    let bob = synapse.user("bob").await;
+    let via = format!("?via={}", synapse.ip);
+    let is = |membership: &'static str| move |event: &Value| event["membership"] == membership;
+
+    // Alice leaves a Synapse room, and rejects an invitation to another.
+    let open = create_room(s, &bob, json!({ "preset": "public_chat" })).await;
+    join(&r, &alice, &format!("{open}{via}")).await;
+    let (status, body) = r
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&open)),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(s, &bob, &open, ("m.room.member", &alice.id), is("leave")).await;
+    let private = create_room(
+        s,
+        &bob,
+        json!({ "preset": "private_chat", "invite": [alice.id] }),
+    )
+    .await;
+    wait_for_invite(&r, &alice, &private).await;
+    let (status, body) = r
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(s, &bob, &private, ("m.room.member", &alice.id), is("leave")).await;
+
+    // A knock from Roost, answered by an invite from Synapse.
+    let knockable = create_room(
+        s,
+        &bob,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }],
+        }),
+    )
+    .await;
+    let (status, body) = r
+        .post(
+            &format!("/_matrix/client/v3/knock/{}{via}", enc(&knockable)),
+            Some(&alice.token),
+            json!({ "reason": "let me in" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(
+        s,
+        &bob,
+        &knockable,
+        ("m.room.member", &alice.id),
+        is("knock"),
+    )
+    .await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&knockable)),
+            Some(&bob.token),
+            json!({ "user_id": alice.id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_invite(&r, &alice, &knockable).await;
+    join(&r, &alice, &knockable).await;
+
+    // A restricted room: refused until Alice is in the room its rule names, then joined with
+    // Synapse authorising the join.
+    let club = create_room(s, &bob, json!({ "preset": "public_chat" })).await;
+    let annex = create_room(
+        s,
+        &bob,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.join_rules",
+                "state_key": "",
+                "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": club }] },
+            }],
+        }),
+    )
+    .await;
+    let (status, body) = r
+        .post(
+            &format!("/_matrix/client/v3/join/{}{via}", enc(&annex)),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    join(&r, &alice, &format!("{club}{via}")).await;
+    join(&r, &alice, &format!("{annex}{via}")).await;
+
+    // Redactions both ways.
+    let from_bob = send_text(s, &bob, &annex, "secret from Synapse").await;
+    let from_alice = send_text(&r, &alice, &annex, "secret from Roost").await;
+    wait_for_text(&r, &alice, &annex, "secret from Synapse").await;
+    wait_for_text(s, &bob, &annex, "secret from Roost").await;
+    for (api, u, event) in [(s, &bob, &from_bob), (&r, &alice, &from_alice)] {
+        let (status, body) = api
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/redact/{}/r{}",
+                    enc(&annex),
+                    enc(event),
+                    rand_suffix()
+                ),
+                Some(&u.token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (api, u, event) in [(&r, &alice, &from_bob), (s, &bob, &from_alice)] {
+        let mut redacted = false;
+        let mut since = None;
+        for _ in 0..MAX_SYNCS {
+            let (status, body) = api
+                .get(
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/event/{}",
+                        enc(&annex),
+                        enc(event)
+                    ),
+                    Some(&u.token),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            if body["content"] == json!({}) {
+                redacted = true;
+                break;
+            }
+            since = next_sync(api, u, since).await;
+        }
+        assert!(redacted, "{event} is never shown redacted on {}", api.base);
+    }
+
+    // Power across: Alice raises Bob in her room, and his topic from Synapse reaches Roost.
+    let hall = create_room(&r, &alice, json!({ "preset": "public_chat" })).await;
+    join(s, &bob, &format!("{hall}?via={}", roost.server_name())).await;
+    let mut levels = state_of(&r, &alice, &hall, "m.room.power_levels", "").await;
+    levels["users"][&bob.id] = json!(100);
+    let (status, body) = r
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                enc(&hall)
+            ),
+            Some(&alice.token),
+            levels,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(s, &bob, &hall, ("m.room.power_levels", ""), |l| {
+        l["users"][&bob.id] == 100
+    })
+    .await;
+    let (status, body) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+                enc(&hall)
+            ),
+            Some(&bob.token),
+            json!({ "topic": "set on Synapse" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_state(&r, &alice, &hall, ("m.room.topic", ""), |t| {
+        t["topic"] == "set on Synapse"
+    })
+    .await;
 }
 
 #[tokio::test]
