@@ -54,6 +54,13 @@ pub const REMOTE_PAGE_TIME: Duration = Duration::from_secs(20);
 const WALK_LIFETIME: Duration = Duration::from_secs(300);
 /// Walks kept at once; beyond, the one that expires first goes.
 const MAX_WALKS: usize = 1000;
+/// The most rooms a walk keeps queued: what another server lists cannot grow it further.
+const MAX_QUEUED: usize = 2000;
+/// The servers of a child's `via` list a walk keeps (the first ones).
+const MAX_VIA: usize = 3;
+/// The largest summary (serialized) another server gave of a child that a walk keeps; a larger
+/// one is asked for again when the child's turn comes.
+const MAX_KEPT_SUMMARY_BYTES: usize = 4096;
 
 /// What a hierarchy request asks for.
 #[derive(Debug, Clone)]
@@ -212,7 +219,7 @@ impl Child {
     fn remote(event: &HierarchySpaceChildEvent) -> Result<Self> {
         Ok(Self {
             room_id: event.state_key.clone(),
-            via: event.content.via.clone(),
+            via: event.content.via.iter().take(MAX_VIA).cloned().collect(),
             order: event.content.order.as_ref().map(|order| order.to_string()),
             ts: event.origin_server_ts.get().into(),
             stripped: stripped_child(event)?,
@@ -273,6 +280,7 @@ fn children(rooms: &Rooms, space: &RoomId, suggested_only: bool) -> Result<Vec<C
             .into_iter()
             .flatten()
             .filter_map(|server| OwnedServerName::try_from(server.as_str()?).ok())
+            .take(MAX_VIA)
             .collect();
         let ts: u64 = pdu.origin_server_ts().0.into();
         out.push(Child {
@@ -356,7 +364,8 @@ impl Services {
                 Visit::Hidden(_) => {}
                 Visit::Shown(room, children) => {
                     // Reversed, so that the first child is visited next.
-                    for child in children.into_iter().rev() {
+                    let room_left = MAX_QUEUED.saturating_sub(walk.queue.len());
+                    for child in children.into_iter().take(room_left).rev() {
                         if !walk.visited.contains(&child.room_id) {
                             walk.queue.push(child);
                         }
@@ -419,12 +428,10 @@ impl Services {
             .servers_to_ask(pending.via.iter().map(|s| &**s));
         let mut refused = false;
         let mut last_error = None;
-        for (tried, server) in servers.iter().enumerate() {
+        for server in &servers {
             if !budget.take() {
-                if tried == 0 {
-                    return Ok(Visit::Deferred);
-                }
-                break;
+                // The room waits for the next page, where all its servers can be asked.
+                return Ok(Visit::Deferred);
             }
             match self
                 .federation
@@ -484,7 +491,9 @@ impl Services {
         }
         let inaccessible = std::mem::take(&mut space.inaccessible);
         let mut visit = shown(space.room, children, pending.depth, |room_id| {
-            space.children.remove(room_id)
+            space.children.remove(room_id).filter(|summary| {
+                serde_json::to_vec(summary).is_ok_and(|bytes| bytes.len() <= MAX_KEPT_SUMMARY_BYTES)
+            })
         });
         if let Visit::Shown(_, pending_children) = &mut visit {
             pending_children.retain(|child| !inaccessible.contains(&child.room_id));

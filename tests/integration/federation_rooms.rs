@@ -119,16 +119,26 @@ async fn direct_chat_across_servers() {
         .await;
         assert_eq!(answer, (200, expected), "{field}");
     }
-    // `trusted_private_chat`: the invitee of the other server gets the creator's power too.
-    let (status, levels) = pair
-        .a
-        .get(
-            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
-            Some(&alice.token),
-        )
-        .await;
-    assert_eq!(status, 200, "{levels}");
-    assert_eq!(levels["users"][&bob.id], 100, "{levels}");
+    // `trusted_private_chat`: the invitee of the other server gets the creator's power too
+    // (in room version 12, by being one of its creators).
+    let state = |kind: &'static str| {
+        let (a, token, room) = (&pair.a, alice.token.clone(), room.clone());
+        async move {
+            let (status, body) = a
+                .get(
+                    &format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"),
+                    Some(&token),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let create = state("m.room.create").await;
+    assert_eq!(create["room_version"], "12", "{create}");
+    assert_eq!(create["additional_creators"], json!([bob.id]), "{create}");
+    let levels = state("m.room.power_levels").await;
+    assert!(levels["users"].get(&bob.id).is_none(), "{levels}");
     assert_eq!(
         membership(&pair.a, &room, &bob.id).as_deref(),
         Some("invite")

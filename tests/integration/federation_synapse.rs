@@ -237,6 +237,22 @@ async fn join(api: &Api, u: &User, room: &str) -> String {
     resp["room_id"].as_str().expect("room_id").to_owned()
 }
 
+/// Leaves a room, or rejects an invitation to it.
+async fn leave(api: &Api, u: &User, room: &str) {
+    let (status, body) = api
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(room)),
+            Some(&u.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "{} leaving {room} on {}: {body}",
+        u.id, api.base
+    );
+}
+
 async fn send_text(api: &Api, u: &User, room: &str, text: &str) -> String {
     let txn = format!("t{}", rand_suffix());
     let (status, resp) = api
@@ -727,14 +743,7 @@ async fn leaves_rejections_knocks_restricted_joins_redactions_and_power_with_syn
     // Alice leaves a Synapse room, and rejects an invitation to another.
     let open = create_room(s, &bob, json!({ "preset": "public_chat" })).await;
     join(&r, &alice, &format!("{open}{via}")).await;
-    let (status, body) = r
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&open)),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    leave(&r, &alice, &open).await;
     wait_for_state(s, &bob, &open, ("m.room.member", &alice.id), is("leave")).await;
     let private = create_room(
         s,
@@ -743,14 +752,7 @@ async fn leaves_rejections_knocks_restricted_joins_redactions_and_power_with_syn
     )
     .await;
     wait_for_invite(&r, &alice, &private).await;
-    let (status, body) = r
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    leave(&r, &alice, &private).await;
     wait_for_state(s, &bob, &private, ("m.room.member", &alice.id), is("leave")).await;
 
     // A knock from Roost, answered by an invite from Synapse.

@@ -249,16 +249,29 @@ impl Services {
         if let Some(old) = self.chat.friends.room_for(user, peer)? {
             self.leave_direct(user, &old, true).await?;
         }
+        // Both members are administrators of their chat, as Matrix clients make DMs; the peer
+        // through the power levels rather than as a creator (what `trusted_private_chat` makes
+        // of invitees from room version 12 on), so that the request can still be withdrawn.
+        let version = room_version::DEFAULT;
+        let mut admins = Map::new();
+        admins.insert(peer.to_string(), json!(100));
+        if !room_version::rules(&version)?
+            .authorization
+            .explicitly_privilege_room_creators
+        {
+            admins.insert(user.to_string(), json!(100));
+        }
+        let mut power = Map::new();
+        power.insert("users".into(), Value::Object(admins));
         let room = self
             .rooms
             .create_room(CreateRoom {
                 creator: user.to_owned(),
                 creator_profile: self.profiles.member_content(user)?,
-                room_version: room_version::DEFAULT,
-                // Both members are administrators of their chat, as Matrix clients make DMs.
-                preset: Preset::TrustedPrivateChat,
+                room_version: version,
+                preset: Preset::PrivateChat,
                 creation_content: Map::new(),
-                power_level_content_override: Map::new(),
+                power_level_content_override: power,
                 initial_state: Vec::new(),
                 name: None,
                 topic: None,

@@ -59,7 +59,7 @@ impl Federation {
                 self.get(server, &path, Limit::Batch).await?
             }
         };
-        checked_page(answer, request.limit).map_err(|reason| {
+        checked_page(answer).map_err(|reason| {
             Error::Unreachable(format!(
                 "{server} answered the room directory request badly: {reason}"
             ))
@@ -107,8 +107,10 @@ fn plain_query(request: &RemoteDirectoryRequest) -> String {
     query.finish()
 }
 
-/// What is valid of a directory page, at most `limit` rooms of it.
-fn checked_page(answer: Value, limit: usize) -> std::result::Result<Value, String> {
+/// What is valid of a directory page. Rooms beyond the `limit` asked for are passed on too (the
+/// answer's size is bounded): dropping some while keeping its `next_batch` would lose them from
+/// every page.
+fn checked_page(answer: Value) -> std::result::Result<Value, String> {
     let Value::Object(mut answer) = answer else {
         return Err("not a JSON object".into());
     };
@@ -118,7 +120,6 @@ fn checked_page(answer: Value, limit: usize) -> std::result::Result<Value, Strin
     let rooms: Vec<RoomSummary> = chunk
         .into_iter()
         .filter_map(|room| serde_json::from_value::<PublicRoomsChunk>(room).ok())
-        .take(limit)
         .map(summary)
         .collect();
     let mut page = json!({ "chunk": rooms });
@@ -189,9 +190,10 @@ mod tests {
             "total_room_count_estimate": 12,
             "other": "junk",
         });
-        let page = checked_page(answer, 2).unwrap();
+        let page = checked_page(answer).unwrap();
         let rooms = page["chunk"].as_array().unwrap();
-        assert_eq!(rooms.len(), 2);
+        assert_eq!(rooms.len(), 3);
+        assert_eq!(rooms[2]["room_id"], "!d:a.example");
         assert_eq!(rooms[0]["room_id"], "!a:a.example");
         assert_eq!(rooms[0]["join_rule"], "public");
         assert_eq!(rooms[1]["room_id"], "!b:a.example");
@@ -205,10 +207,10 @@ mod tests {
     #[test]
     fn a_page_without_a_chunk_array_is_refused() {
         for answer in [json!([]), json!({}), json!({ "chunk": {} })] {
-            assert!(checked_page(answer, 10).is_err());
+            assert!(checked_page(answer).is_err());
         }
         let long = "x".repeat(MAX_TOKEN_BYTES + 1);
-        let page = checked_page(json!({ "chunk": [], "next_batch": long }), 10).unwrap();
+        let page = checked_page(json!({ "chunk": [], "next_batch": long })).unwrap();
         assert!(page.get("next_batch").is_none());
     }
 }

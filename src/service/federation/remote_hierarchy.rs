@@ -85,14 +85,13 @@ impl Federation {
 }
 
 /// Whether a failed request was the other server's refusal (it knows no such room, or will not
-/// show it), rather than a failure to get an answer.
+/// show it), rather than a failure to get an answer. A timeout (408), a rate limit (429) or a
+/// refused signature (401) says nothing about the room: they count as failures.
 pub fn is_refusal(error: &Error) -> bool {
     matches!(
         error,
-        Error::Remote {
-            status: 400..=499,
-            ..
-        }
+        Error::Remote { status, .. }
+            if (400..=499).contains(status) && !matches!(status, 401 | 408 | 429)
     )
 }
 

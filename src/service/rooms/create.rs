@@ -169,6 +169,25 @@ fn create_content(request: &CreateRoom, v12: bool) -> Map<String, Value> {
     content.insert("room_version".into(), json!(request.room_version.as_str()));
     if v12 {
         content.remove("creator");
+        if request.preset == Preset::TrustedPrivateChat {
+            // From room version 12 on, the invitees of a trusted private chat get the creator's
+            // power by being creators too (power levels may not list creators).
+            // A malformed list given in `creation_content` is left for the checks to refuse.
+            let listed = content
+                .entry("additional_creators")
+                .or_insert_with(|| json!([]));
+            if let Value::Array(creators) = listed {
+                for invitee in request.invite.iter().chain(&request.remote_invite) {
+                    let invitee = json!(invitee);
+                    if invitee != json!(request.creator) && !creators.contains(&invitee) {
+                        creators.push(invitee);
+                    }
+                }
+            }
+            if content.get("additional_creators") == Some(&json!([])) {
+                content.remove("additional_creators");
+            }
+        }
     } else {
         content.insert("creator".into(), json!(request.creator));
     }
@@ -192,7 +211,7 @@ fn power_levels(request: &CreateRoom, v12: bool) -> Map<String, Value> {
         // From room version 12 on creators have infinite power and must not be listed.
         users.insert(request.creator.to_string(), json!(100));
     }
-    if request.preset == Preset::TrustedPrivateChat {
+    if request.preset == Preset::TrustedPrivateChat && !v12 {
         for invitee in request.invite.iter().chain(&request.remote_invite) {
             users.insert(invitee.to_string(), json!(100));
         }

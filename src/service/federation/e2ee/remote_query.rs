@@ -23,6 +23,9 @@ use crate::service::Services;
 use crate::service::federation::request::Limit;
 use crate::service::keys::cross_signing::with_signatures;
 
+/// The most users of one server asked for in one `/user/keys/query`.
+const KEY_QUERY_BATCH: usize = 200;
+
 /// The default `timeout` of a client's query or claim (the specification's).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a client may make us wait for other servers.
@@ -197,9 +200,23 @@ impl Services {
         Ok(out)
     }
 
-    /// One `/user/keys/query` to `server` for all devices of `users`; caches the lists of those
+    /// Asks `server` for all devices of `users`, [`KEY_QUERY_BATCH`] users per request (so that
+    /// each answer stays within its size limit, however big the room); caches the lists of those
     /// one of our users shares a room with.
     async fn ask_keys(
+        &self,
+        server: &OwnedServerName,
+        users: &[OwnedUserId],
+    ) -> Result<BTreeMap<OwnedUserId, RemoteDeviceList>> {
+        let mut lists = BTreeMap::new();
+        for batch in users.chunks(KEY_QUERY_BATCH) {
+            lists.extend(self.ask_keys_batch(server, batch).await?);
+        }
+        Ok(lists)
+    }
+
+    /// One `/user/keys/query` to `server` for all devices of `users`.
+    async fn ask_keys_batch(
         &self,
         server: &OwnedServerName,
         users: &[OwnedUserId],
@@ -214,7 +231,8 @@ impl Services {
                 server,
                 "/_matrix/federation/v1/user/keys/query",
                 &json!({ "device_keys": body }),
-                // Many users with many devices each (and their cross-signing keys) can pass 1 MiB.
+                // A batch of users with many devices each (and their cross-signing keys) can pass
+                // 1 MiB.
                 Limit::Batch,
             )
             .await?;

@@ -73,7 +73,10 @@ impl Peer<'_> {
         let refusal = match self.services.rooms.is_resident(&room_id) {
             Ok(true) => None,
             Ok(false) => Some(format!("this server has no member joined to {room_id}")),
-            Err(e) => Some(e.to_string()),
+            Err(e) => {
+                tracing::warn!(%room_id, error = %e, "checking whether we are in a room failed");
+                Some("this server could not take the room's events now".to_owned())
+            }
         };
         if let Some(error) = refusal {
             tracing::info!(origin = %self.origin, %room_id, %error, "refused the PDUs of a room");
