@@ -350,6 +350,12 @@ async fn public_rooms_directory() {
     assert_eq!(first["world_readable"], false);
     assert_eq!(first["guest_can_join"], false);
     assert_eq!(page["chunk"][1]["canonical_alias"], "#wine:localhost");
+    // A stale or unknown token does not keep anyone from it either.
+    let (status, again) = server
+        .get("/_matrix/client/v3/publicRooms", Some("not-a-token"))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(room_ids(&again), vec![cheese.clone(), wine.clone()]);
 
     // POST needs a token and filters by name, topic or alias, ignoring case.
     let (status, body) = server

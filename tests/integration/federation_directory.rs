@@ -168,6 +168,14 @@ async fn public_rooms_of_another_server() {
         .get(&format!("/_matrix/client/v3/publicRooms?server={a}"), None)
         .await;
     assert_eq!((status, errcode(&body)), (401, "M_MISSING_TOKEN"), "{body}");
+    let (status, body) = pair
+        .b
+        .get(
+            &format!("/_matrix/client/v3/publicRooms?server={a}"),
+            Some("not-a-token"),
+        )
+        .await;
+    assert_eq!((status, errcode(&body)), (401, "M_UNKNOWN_TOKEN"), "{body}");
     // The other server's refusal is relayed.
     let (status, body) = pair
         .b

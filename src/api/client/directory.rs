@@ -198,11 +198,22 @@ fn parse_query(raw: Option<&str>, with_paging: bool) -> Result<DirectoryQuery> {
 /// requests to others.
 pub async fn public_rooms(
     State(state): State<AppState>,
-    MaybeAuth(auth): MaybeAuth,
+    auth: std::result::Result<MaybeAuth, Error>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     let query = parse_query(raw.as_deref(), true)?;
-    list_public_rooms(&state, query, auth.is_some())
+    let remote = query
+        .server
+        .as_deref()
+        .is_some_and(|server| server != state.config.server_name);
+    // A stale or unknown token does not keep anyone from our own directory, which needs none
+    // (as the reference homeserver does); another server's is for valid tokens only.
+    let authenticated = match auth {
+        Ok(MaybeAuth(auth)) => auth.is_some(),
+        Err(e) if remote => return Err(e),
+        Err(_) => false,
+    };
+    list_public_rooms(&state, query, authenticated)
         .await
         .map(Json)
 }
