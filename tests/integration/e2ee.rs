@@ -93,7 +93,7 @@ fn user_id(name: &str) -> OwnedUserId {
     OwnedUserId::try_from(format!("@{name}:localhost")).unwrap()
 }
 
-async fn login(server: &TestServer, name: &str, device_name: &str) -> Client {
+pub(crate) async fn login(server: &TestServer, name: &str, device_name: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(&server.base)
         .build()

@@ -25,8 +25,10 @@ use ruma::{CanonicalJsonObject, UserId};
 use serde_json::{Value, json};
 
 use crate::common::{PASSWORD, TestServer, User, create_room, errcode, join, user};
+use crate::e2ee::login as sdk_login;
 use crate::federation_common::{FederatedPair, FederatedServer, MAX_SYNCS, sync_from};
 use crate::federation_forge::{Origin, services, signed_request, unpublished_key};
+use crate::keys::{device_keys, device_of};
 use crate::sdk::sdk_user;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -75,22 +77,6 @@ pub(crate) async fn send(client: &Client, room: &RoomId, body: &str) {
         .send(RoomMessageEventContent::text_plain(body))
         .await
         .unwrap();
-}
-
-async fn sdk_login(server: &TestServer, name: &str, device_name: &str) -> Client {
-    let client = Client::builder()
-        .homeserver_url(&server.base)
-        .build()
-        .await
-        .unwrap();
-    client
-        .matrix_auth()
-        .login_username(name, PASSWORD)
-        .initial_device_display_name(device_name)
-        .send()
-        .await
-        .unwrap();
-    client
 }
 
 /// `creator` makes an encrypted room and invites `invitee` (of the other server), who joins
@@ -213,30 +199,6 @@ async fn until_changed(server: &TestServer, u: &User, since: String, whose: &str
             .is_some_and(|c| c.iter().any(|x| x == whose))
     })
     .await;
-}
-
-async fn device_of(server: &TestServer, u: &User) -> String {
-    let (_, body) = server
-        .get("/_matrix/client/v3/account/whoami", Some(&u.token))
-        .await;
-    body["device_id"].as_str().unwrap().to_owned()
-}
-
-/// Device keys for `user`/`device`, self-signed by a new ed25519 key.
-fn device_keys(user: &str, device: &str) -> Value {
-    let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device.to_owned()).unwrap();
-    let keys = json!({
-        "user_id": user,
-        "device_id": device,
-        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-        "keys": {
-            format!("curve25519:{device}"): B64.encode([7u8; 32]),
-            format!("ed25519:{device}"): B64.encode(pair.public_key()),
-        },
-    });
-    let mut object: CanonicalJsonObject = serde_json::from_value(keys).unwrap();
-    ruma::signatures::sign_json(user, &pair, &mut object).unwrap();
-    serde_json::to_value(object).unwrap()
 }
 
 async fn upload_keys(server: &TestServer, u: &User, device: &str, otk_prefix: &str) {

@@ -11,7 +11,7 @@ use crate::common::{TestServer, User, create_room, errcode, join, spawn_long_pol
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
 /// The device ID behind a user's token.
-async fn device_of(server: &TestServer, u: &User) -> String {
+pub(crate) async fn device_of(server: &TestServer, u: &User) -> String {
     let (_, body) = server
         .get("/_matrix/client/v3/account/whoami", Some(&u.token))
         .await;
@@ -19,7 +19,7 @@ async fn device_of(server: &TestServer, u: &User) -> String {
 }
 
 /// Device keys for `user`/`device`, self-signed by a new ed25519 key.
-fn device_keys(user: &str, device: &str) -> Value {
+pub(crate) fn device_keys(user: &str, device: &str) -> Value {
     let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), device.to_owned()).unwrap();
     let keys = json!({
         "user_id": user,
