@@ -3,8 +3,18 @@ use serde_json::json;
 
 use super::*;
 
+/// Opens the store in `dir`. After a restart sled's flusher thread lets go of the file lock
+/// shortly after the last handle (the supervisor retries for the same reason): a bounded wait.
 fn open(dir: &std::path::Path) -> (Store, Queue) {
-    let store = Store::open(dir).unwrap();
+    let mut opened = Store::open(dir);
+    for _ in 0..100 {
+        if !matches!(opened, Err(crate::storage::StorageError::Locked { .. })) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        opened = Store::open(dir);
+    }
+    let store = opened.unwrap();
     let queue = Queue::new(&store).unwrap();
     (store, queue)
 }
